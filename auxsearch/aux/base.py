@@ -1,0 +1,157 @@
+"""What every aux family builds on: the build context and the common heads."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+@dataclass
+class AuxContext:
+    """Everything an aux family may look at when it builds the aux of module ``module``."""
+
+    module: int  # k, 0-based
+    num_modules: int  # K
+    feature_shape: tuple[int, ...]  # (C, H, W) of module k's output
+    image_shape: tuple[int, int, int]  # (C, H, W) of the un-normalised input image
+    num_classes: int
+    units: list[nn.Module]  # every backbone unit (read only: copy, never share)
+    unit_in_shapes: list[tuple[int, ...]]  # input shape of each unit
+    unit_out_shapes: list[tuple[int, ...]]  # output shape of each unit
+    next_start: int  # index of the first unit of module k + 1
+
+
+class AuxNet(nn.Module):
+    """An auxiliary network: module k's output in, a scalar local loss out.
+
+    ``ema_source`` is the index of the backbone unit whose parameters
+    :meth:`after_backward` averages into an EMA copy (None: no EMA).
+    """
+
+    ema_source: int | None = None
+
+    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def after_backward(self, source: nn.Module | None) -> None:
+        """Called right after module k's ``backward()``; the EMA update lives here."""
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+
+
+class DGLHead(nn.Module):
+    """DGL's "MLP-SR" auxiliary classifier (Belilovsky et al. 2020).
+
+    Average-pool the feature map to at most ``pool`` x ``pool`` (keeps the
+    head cheap on early high-resolution modules), ``depth`` 1x1
+    conv-BN-ReLU layers of ``width`` channels, pool to 2x2, a 3-layer MLP.
+    """
+
+    def __init__(self, feature_shape, num_classes: int, depth: int, width: int, pool: int = 8) -> None:
+        super().__init__()
+        c, h, w = feature_shape
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d((min(h, pool), min(w, pool)))]
+        for i in range(depth):
+            layers += conv_bn_relu(c if i == 0 else width, width)
+        self.features = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(4 * width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, num_classes),
+        )
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.mlp(self.features(feat))
+
+    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(self(feat), target)
+
+
+def infopro_ratio(module: int, num_modules: int) -> float:
+    """InfoPro's position of module k among the K - 1 aux nets, in [0, 1]."""
+    return module / (num_modules - 2) if num_modules > 2 else 0.0
+
+
+class InfoProHead(nn.Module):
+    """InfoPro's aux net (Wang et al. ICLR'21): a decoder plus a classifier.
+
+    Decoder: upsample to the image size, conv3x3 C -> ``decoder_width``,
+    BN, ReLU, conv3x3 -> image channels, sigmoid; BCE to the un-normalised
+    image (the reconstruction term, an estimate of I(h; x)). Classifier:
+    ``depth`` conv3x3-BN-ReLU (the first with stride 2) of ``width``
+    channels, global average pool, FC 128, FC classes (the I(h; y) term).
+    The two are weighted by lambdas interpolated linearly over the modules.
+    """
+
+    def __init__(self, feature_shape, image_shape, num_classes: int, depth: int, width: int, *,
+                 ratio: float, recon_first: float, recon_last: float, task_first: float,
+                 task_last: float, decoder_width: int) -> None:
+        super().__init__()
+        c = feature_shape[0]
+        self.image_size = tuple(image_shape[1:])
+        self.decoder = nn.Sequential(
+            nn.Conv2d(c, decoder_width, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_width),
+            nn.ReLU(inplace=True), nn.Conv2d(decoder_width, image_shape[0], 3, padding=1), nn.Sigmoid())
+        layers: list[nn.Module] = []
+        for i in range(depth):
+            layers += conv_bn_relu(c if i == 0 else width, width, 3, stride=2 if i == 0 else 1)
+        self.classifier = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                        nn.Linear(width, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes))
+        self.recon_weight = recon_first * (1 - ratio) + recon_last * ratio
+        self.task_weight = task_first * (1 - ratio) + task_last * ratio
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.classifier(feat)
+
+    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+        up = F.interpolate(feat, size=self.image_size, mode="bilinear", align_corners=False)
+        recon = self.decoder(up)
+        recon_loss = F.binary_cross_entropy(recon, image)
+        task_loss = F.cross_entropy(self.classifier(feat), target)
+        return self.recon_weight * recon_loss + self.task_weight * task_loss
+
+
+def reset_parameters(module: nn.Module) -> nn.Module:
+    """Re-initialise every sub-layer that knows how (fresh layers, not copies)."""
+    for m in module.modules():
+        if m is not module and hasattr(m, "reset_parameters"):
+            m.reset_parameters()
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    return module
+
+
+def frozen_copy(module: nn.Module) -> nn.Module:
+    """A deep copy of ``module`` whose parameters are turned into buffers.
+
+    The copy has no ``nn.Parameter`` at all, so no optimizer, weight decay
+    or gradient hook can touch it, yet it is saved in ``state_dict`` and
+    moves with ``.to(device)``. Gradients still flow *through* it to its
+    input. Its own BN running statistics stay ordinary buffers.
+    """
+    twin = copy.deepcopy(module)
+    for sub in twin.modules():
+        for name, p in list(sub.named_parameters(recurse=False)):
+            delattr(sub, name)
+            sub.register_buffer(name, p.detach().clone())
+    return twin
+
+
+@torch.no_grad()
+def ema_update(target: nn.Module, source: nn.Module, momentum: float) -> None:
+    """p_t <- m * p_t + (1 - m) * p_s for each *parameter* of ``source``.
+
+    ``target`` is a :func:`frozen_copy` of ``source``: its tensors of the
+    same names are updated; its other buffers (BN statistics) are left alone.
+    """
+    held = dict(target.named_buffers())
+    for name, ps in source.named_parameters():
+        held[name].lerp_(ps.detach().to(held[name].dtype), 1.0 - momentum)

@@ -1,0 +1,57 @@
+"""Backbones: a network as an ordered list of *units*.
+
+A backbone factory takes ``in_chans`` (channels of the input image) and its
+own keyword arguments and returns a list of ``nn.Module`` units such that
+unit ``i`` consumes the output of unit ``i - 1``. Split points of a design
+are indices into that list. The task head (pooling + classifier) is *not*
+part of the backbone: the task adds it after the last unit.
+
+Registry entries are filled by explicit imports at the bottom of this file,
+keyed by the name used in YAML files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import nn
+
+from ..errors import ConfigError, known
+
+BackboneFactory = Callable[..., list[nn.Module]]
+BACKBONES: dict[str, BackboneFactory] = {}
+
+
+def register(name: str):
+    """Decorator: add a backbone factory to :data:`BACKBONES` under ``name``."""
+
+    def wrap(fn: BackboneFactory) -> BackboneFactory:
+        if name in BACKBONES:
+            raise ValueError(f"backbone {name!r} registered twice")
+        BACKBONES[name] = fn
+        return fn
+
+    return wrap
+
+
+def create_units(name: str, in_chans: int, args: dict | None = None) -> list[nn.Module]:
+    """Instantiate the units of backbone ``name`` (``pretrained=False`` always)."""
+    if name.startswith("timm:"):
+        factory = lambda **kw: timm_units(name[len("timm:"):], **kw)  # noqa: E731
+    elif name in BACKBONES:
+        factory = BACKBONES[name]
+    else:
+        raise ConfigError(
+            "backbone.name",
+            f"unknown backbone {name!r}; known: {known(BACKBONES)}, "
+            "or 'timm:<model>' for timm ResNet / ConvNeXt models",
+        )
+    try:
+        units = factory(in_chans=in_chans, **(args or {}))
+    except TypeError as exc:  # an unknown or missing keyword argument
+        raise ConfigError("backbone.args", f"bad arguments for backbone {name!r}: {exc}") from exc
+    return list(units)
+
+
+from . import cifar_resnet as _cifar_resnet  # noqa: E402,F401  (fills the registry)
+from .timm_models import timm_units  # noqa: E402

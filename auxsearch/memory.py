@@ -1,0 +1,170 @@
+"""Peak training memory: measured, simulated and an analytic floor.
+
+One protocol everywhere: the peak of bytes held by live tensors during one
+full training step (every stage's forward and backward, the EMA updates and
+the optimizer step), counting the weights, gradients, optimizer state, aux
+nets, EMA copies and the input batch. The first step is measured, so the
+optimizer state is counted as it is created.
+
+* ``measured`` on CUDA: ``torch.cuda.max_memory_allocated`` after
+  ``reset_peak_memory_stats`` (the caching allocator's count, not
+  nvidia-smi's).
+* ``measured`` on CPU: torch's allocator-level tracker
+  (``torch.distributed._tools.mem_tracker.MemTracker``) counts the bytes of
+  every tensor storage while it is alive.
+* ``simulated``: the same step and the same tracker, but under
+  ``FakeTensorMode``, so nothing is allocated: any batch or input size can
+  be sized on a laptop for a GPU.
+* ``floor``: weights + gradients + optimizer state + the largest stage's
+  saved activations (what autograd keeps for backward), a lower bound.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import engine
+from .config import TrainConfig
+from .graph import as_design
+
+MEMORY_MODES = ("measured", "simulated")
+
+
+def _tracker():
+    from torch.distributed._tools.mem_tracker import MemTracker
+
+    return MemTracker()
+
+
+def tracked_peak(step: Callable[[], Any], *external: Any) -> int:
+    """Peak live bytes during ``step()`` counted by the allocator-level tracker.
+
+    ``external`` are modules, optimizers and tensors alive before the step
+    (weights, optimizer state, the batch) so they are counted too.
+    """
+    mt = _tracker()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mt.track_external(*external)
+        with mt:
+            step()
+    peaks = mt.get_tracker_snapshot("peak")
+    return int(sum(snap.get("Total", 0) for snap in peaks.values()))
+
+
+def cuda_peak(step: Callable[[], Any], device: torch.device) -> int:
+    """``max_memory_allocated`` over ``step()`` on a CUDA device."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    step()
+    torch.cuda.synchronize(device)
+    return int(torch.cuda.max_memory_allocated(device))
+
+
+def measure_step(model: nn.Module, opt: torch.optim.Optimizer, step: Callable[[], Any],
+                 x: torch.Tensor, y: torch.Tensor) -> int:
+    """Measured peak of one training step on the device ``x`` lives on."""
+    if x.device.type == "cuda":
+        return cuda_peak(step, x.device)
+    return tracked_peak(step, model, opt, x, y)
+
+
+def simulate_step(make: Callable[[], tuple[nn.Module, torch.optim.Optimizer, Callable, torch.Tensor,
+                                           torch.Tensor]]) -> int:
+    """Simulated peak: ``make()`` builds model, optimizer, step and batch under fake tensors."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, opt, step, x, y = make()
+        return tracked_peak(step, model, opt, x, y)
+
+
+def state_bytes(model: nn.Module, opt_state_per_param: int = 1) -> int:
+    """Weights + gradients + optimizer state of the trainable parameters, plus buffers and frozen weights."""
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() * p.element_size() for p in model.parameters() if not p.requires_grad)
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return trainable * (2 + opt_state_per_param) + frozen + buffers
+
+
+@contextlib.contextmanager
+def saved_tensor_bytes():
+    """Count the bytes autograd saves for backward inside the block (``box[0]``)."""
+    box = [0]
+    seen: set[int] = set()
+
+    def pack(t: torch.Tensor):
+        key = id(t.untyped_storage()) if not t.is_sparse else id(t)
+        if key not in seen:
+            seen.add(key)
+            box[0] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield box
+
+
+def _with_input(design: Any, input_size: tuple[int, int] | None) -> dict:
+    d = as_design(design)
+    if input_size is not None:
+        d["input_shape"] = [d["input_shape"][0], int(input_size[0]), int(input_size[1])]
+    return d
+
+
+def _setup(d: dict, cfg: TrainConfig, batch_size: int, device: torch.device | str = "cpu"):
+    model = engine.build(d)
+    if torch.device(device).type != "cpu":  # .to() under FakeTensorMode cannot swap weights
+        model = model.to(device)
+    opt, _ = engine.make_optimizer(model, cfg, 10)
+    x = torch.rand(batch_size, *d["input_shape"], device=device)
+    y = torch.randint(0, d["num_classes"], (batch_size,), device=device)
+    return model, opt, x, y
+
+
+def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
+             train: TrainConfig | None = None) -> int:
+    """Simulated peak bytes of one training step of ``design`` at this batch and input size."""
+    d, cfg = _with_input(design, input_size), train or TrainConfig()
+
+    def make():
+        model, opt, x, y = _setup(d, cfg, batch_size)
+        return model, opt, lambda: engine.train_step(model, opt, x, y), x, y
+
+    return simulate_step(make)
+
+
+def measure(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
+            train: TrainConfig | None = None, device: str = "cpu") -> int:
+    """Measured peak bytes of one real training step (random data) on ``device``."""
+    d, cfg = _with_input(design, input_size), train or TrainConfig()
+    torch.manual_seed(cfg.seed)
+    model, opt, x, y = _setup(d, cfg, batch_size, device)
+    return measure_step(model, opt, lambda: engine.train_step(model, opt, x, y), x, y)
+
+
+def floor(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
+          train: TrainConfig | None = None) -> int:
+    """Analytic floor: weights + grads + optimizer state + batch + the largest stage's saved activations."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    d, cfg = _with_input(design, input_size), train or TrainConfig()
+    per_stage: list[int] = []
+
+    @contextlib.contextmanager
+    def count(k: int):
+        with saved_tensor_bytes() as box:
+            yield
+        per_stage.append(box[0])
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        model, opt, x, y = _setup(d, cfg, batch_size)
+        engine.local_step(model, x, y, stage_context=count)
+        opt_state = 2 if cfg.optimizer == "adamw" else (1 if cfg.momentum > 0 else 0)
+        batch = x.numel() * x.element_size() + y.numel() * y.element_size()
+        return state_bytes(model, opt_state) + batch + max(per_stage)
