@@ -167,7 +167,7 @@ def bounds(design: Mapping) -> list[tuple[int, int]]:
 
 def design_hash(design: Mapping) -> str:
     """Canonical hash of the network and its local wiring (not of the recipe)."""
-    canon = normalize(design)
+    canon = as_design(design)
     arch = {k: canon[k] for k in ARCH_KEYS}
     blob = json.dumps(arch, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

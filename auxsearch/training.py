@@ -37,7 +37,7 @@ class TrainResult:
     stopped_early: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
 def resolve_data_cfg(data: Mapping | None, base_dir: Path | None) -> dict:

@@ -16,12 +16,10 @@ is inserted: a choice of ours, so any backbone's units can be sampled.
 
 from __future__ import annotations
 
-import copy
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, conv_bn_relu, reset_parameters
+from .base import AuxContext, AuxNet, clone_module, conv_bn_relu, reset_parameters
 
 
 def pyramid_depth(depth: int, module: int, num_modules: int, tau: float) -> int:
@@ -49,7 +47,7 @@ class AugmentAux(AuxNet):
             need = ctx.unit_in_shapes[j][0]
             if need != c:
                 layers += conv_bn_relu(c, need)
-            layers.append(reset_parameters(copy.deepcopy(ctx.units[j])))
+            layers.append(reset_parameters(clone_module(ctx.units[j])))
             c = ctx.unit_out_shapes[j][0]
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, ctx.num_classes))

@@ -129,6 +129,20 @@ def reset_parameters(module: nn.Module) -> nn.Module:
     return module
 
 
+def clone_module(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy`` that also works on fake tensors (the memory simulator).
+
+    Parameters and buffers are cloned explicitly and handed to deepcopy's
+    memo, so deepcopy never has to copy a tensor storage itself.
+    """
+    memo: dict[int, object] = {}
+    for p in module.parameters():
+        memo[id(p)] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+    for b in module.buffers():
+        memo[id(b)] = b.detach().clone()
+    return copy.deepcopy(module, memo)
+
+
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy of ``module`` whose parameters are turned into buffers.
 
@@ -137,7 +151,7 @@ def frozen_copy(module: nn.Module) -> nn.Module:
     moves with ``.to(device)``. Gradients still flow *through* it to its
     input. Its own BN running statistics stay ordinary buffers.
     """
-    twin = copy.deepcopy(module)
+    twin = clone_module(module)
     for sub in twin.modules():
         for name, p in list(sub.named_parameters(recurse=False)):
             delattr(sub, name)

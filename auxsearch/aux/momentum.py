@@ -15,12 +15,19 @@ there is no ``s`` parameter at all and the rule is MAN's (s = 1).
 
 from __future__ import annotations
 
-import copy
-
 import torch
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, DGLHead, InfoProHead, ema_update, frozen_copy, infopro_ratio
+from .base import (
+    AuxContext,
+    AuxNet,
+    DGLHead,
+    InfoProHead,
+    clone_module,
+    ema_update,
+    frozen_copy,
+    infopro_ratio,
+)
 from .infopro import WEIGHT_KEYS
 
 
@@ -30,7 +37,7 @@ class MomentumAux(AuxNet):
         self.ema_source = ctx.next_start
         self.momentum = opts["momentum"]
         unit = ctx.units[ctx.next_start]
-        self.lb = copy.deepcopy(unit)
+        self.lb = clone_module(unit)
         self.ema = frozen_copy(unit)
         self.scale = nn.Parameter(torch.tensor(1.0)) if opts["learnable_scale"] else None
         shape = ctx.unit_out_shapes[ctx.next_start]
