@@ -43,11 +43,43 @@ def _add_draw(sub) -> None:
     p.set_defaults(func=cmd_draw)
 
 
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="search a study file to a Pareto front (resumes if run before)")
+    p.add_argument("study", type=Path, help="a study YAML file, e.g. studies/quickstart.yaml")
+    p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run folder)")
+    p.add_argument("--n-trials", type=int, help="override the study's n_trials")
+    p.add_argument("--timeout", type=float, help="override the study's timeout (seconds)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_run)
+
+
+def _add_run_readers(sub) -> None:
+    p = sub.add_parser("show", help="print the Pareto front of a run folder")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--json", action="store_true", help="one JSON object: front, E2E reference, counts")
+    p.set_defaults(func=cmd_show)
+    p = sub.add_parser("plot", help="(re)write report.html and the other outputs of a run folder")
+    p.add_argument("run_dir", type=Path)
+    p.set_defaults(func=cmd_plot)
+    p = sub.add_parser("export", help="write one design of a run as a self-contained design file")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("-o", "--output", type=Path, required=True, help="design file to write")
+    pick = p.add_mutually_exclusive_group()
+    pick.add_argument("--trial", type=int, help="this trial number")
+    pick.add_argument("--max-memory", help="the best-scoring Pareto design within this peak (e.g. 2MiB)")
+    pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
+    pick.add_argument("--best-score", action="store_true", help="the best-scoring design (default)")
+    p.set_defaults(func=cmd_export)
+    p = sub.add_parser("validate", help="check a study file and its search space; trains nothing")
+    p.add_argument("study", type=Path)
+    p.set_defaults(func=cmd_validate)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="auxsearch", description=__doc__.splitlines()[0].split(".")[0])
     parser.add_argument("--debug", action="store_true", help="show the full traceback on errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_train, _add_memory, _add_draw):
+    for add in (_add_run, _add_run_readers, _add_train, _add_memory, _add_draw):
         add(sub)
     return parser
 
@@ -114,6 +146,91 @@ def cmd_draw(args) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     fig.write_html(args.output, include_plotlyjs=True)
     print(f"wrote {args.output}")
+    return 0
+
+
+def cmd_run(args) -> int:
+    import dataclasses
+
+    from . import rundir, study
+
+    run = study.prepare(args.study, storage=args.storage)
+    if args.n_trials is not None or args.timeout is not None:
+        run.cfg = dataclasses.replace(run.cfg, n_trials=args.n_trials or run.cfg.n_trials,
+                                      timeout=args.timeout if args.timeout is not None else run.cfg.timeout)
+    meta = rundir.run_meta(run)
+    rundir.write_meta(run.out_dir, meta)
+    st = study.open_study(run)
+    done = study.finished(st)
+    if done >= run.cfg.n_trials:
+        print(f"study {run.cfg.name!r} already finished {done} trials (n_trials: {run.cfg.n_trials}); "
+              "raise --n-trials to search further", file=sys.stderr)
+    else:
+        try:
+            study.optimize(run, st, run.cfg.n_trials, run.cfg.timeout, progress=not args.no_progress)
+        except KeyboardInterrupt:
+            rundir.write_outputs(run.out_dir, meta, study.records(st))
+            raise
+    records = study.records(st)
+    paths = rundir.write_outputs(run.out_dir, meta, records)
+    from .report import pareto_table
+
+    print(pareto_table(records, meta["metric"]))
+    print(f"\nrun folder: {run.out_dir}\nreport:     {paths['report']}\nexport:     auxsearch export "
+          f"{run.out_dir} --knee -o best.yaml")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import report, rundir
+
+    meta, records = rundir.load_run(args.run_dir)
+    if args.json:
+        e2e = rundir.e2e_record(records)
+        counts: dict[str, int] = {}
+        for r in records:
+            counts[r["state"]] = counts.get(r["state"], 0) + 1
+        print(json.dumps({"study": meta["name"], "metric": meta["metric"], "counts": counts,
+                          "e2e_reference": e2e, "front": report.pareto_front(records)}))
+    else:
+        print(report.pareto_table(records, meta["metric"]))
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from . import rundir
+
+    meta, records = rundir.load_run(args.run_dir)
+    paths = rundir.write_outputs(Path(args.run_dir), meta, records)
+    print(f"wrote {paths['report']}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .config import parse_bytes
+    from .export import export
+
+    budget = parse_bytes("--max-memory", args.max_memory) if args.max_memory else None
+    rec, path = export(args.run_dir, args.output, trial=args.trial, max_memory=budget, knee=args.knee,
+                       best_score=args.best_score)
+    print(f"wrote {path}: trial {rec['number']}, K = {rec['K']}, score {rec['score']:.4f}, "
+          f"peak {_mib(rec['peak_memory_bytes'])}; train it with `auxsearch train {path}`")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import study
+    from .engine import build
+
+    run = study.prepare(args.study)
+    designs = study.sample_designs(run, 5)
+    for d in designs:
+        build(d)
+    dims = {k: v.values() for k, v in run.space.dims.items() if not v.is_fixed()}
+    print(f"{args.study}: ok. backbone {run.base['backbone']['name']} ({run.base['num_units']} units), "
+          f"data {run.cfg.data.get('name', 'digits')} ({len(run.data.train)} train / {len(run.data.test)} test), "
+          f"sampler {run.cfg.sampler.name}, {run.cfg.n_trials} trials, storage {run.storage_url}; "
+          f"searched: {', '.join(f'{k} {v}' for k, v in dims.items())}; 5 sampled designs build.")
     return 0
 
 

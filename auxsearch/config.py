@@ -112,3 +112,92 @@ class TrainConfig:
     device: str = spec("auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     eval_batch_size: int = spec(512, "must be >= 1", positive, help="images per evaluation step")
     threads: int = spec(0, "must be >= 0", non_negative, help="CPU threads for torch (0: leave torch's default)")
+
+
+_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def parse_bytes(key: str, value: Any) -> int:
+    """``2MiB``, ``1.5GB``, ``512kib`` or a plain integer of bytes."""
+    import re
+
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        if not m or m.group(2).lower() not in _UNITS:
+            raise ConfigError(key, f"must be a size like 2MiB, 1.5GB or a number of bytes, got {value!r}")
+        n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    if n <= 0:
+        raise ConfigError(key, f"must be > 0, got {value!r}")
+    return n
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """How peak training memory is scored."""
+
+    mode: str = spec("measured", choices=("measured", "simulated"),
+                     help="measured: the real step on the device used; simulated: fake tensors at batch_size/input_size")
+    batch_size: int | None = spec(None, "must be >= 1", positive, help="simulated mode: batch to size for (default: train.batch_size)")
+    input_size: list[int] | None = spec(None, "must be [height, width], both >= 1",
+                                        lambda v: len(v) == 2 and min(v) >= 1, help="simulated mode: image size")
+    budget: Any = spec(None, help="optional limit (e.g. 2MiB, 12GB): designs whose simulated peak exceeds it are not trained")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    name: str = spec("tpe", choices=("tpe", "nsga2", "random", "gp", "grid"), help="Optuna sampler")
+    seed: int = spec(0, "must be >= 0", non_negative, help="sampler seed (sequential runs are reproducible)")
+    n_startup_trials: int = spec(6, "must be >= 0", non_negative, help="tpe/gp: random trials before modelling")
+    population_size: int = spec(12, "must be >= 2", lambda v: v >= 2, help="nsga2: population size")
+
+
+@dataclass(frozen=True)
+class PruningConfig:
+    """Early stopping for multi-objective search (Optuna prunes single-objective only)."""
+
+    enabled: bool = spec(True, help="stop trials whose accuracy curve is dominated")
+    warmup_epochs: int = spec(1, "must be >= 0", non_negative, help="never stop before this many epochs")
+    margin: float = spec(0.02, "must be >= 0", non_negative, help="score gap that counts as dominated")
+    memory_tolerance: float = spec(0.05, "must be >= 0", non_negative,
+                                   help="a rival may use up to (1 + this) x the trial's memory")
+    min_rivals: int = spec(1, "must be >= 1", positive, help="dominating trials needed to stop")
+
+
+OBJECTIVES = ("score", "memory", "seconds", "params")
+ENQUEUE_NAMES = ("infopro_k2", "infopro_k4", "man_k4")
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """A study file (``studies/*.yaml``). Paths are relative to the file."""
+
+    name: str = spec("study", help="study name (Optuna study name, report title)")
+    task: str = spec("classification", choices=("classification",), help="the task trained")
+    data: dict = spec({"name": "digits"}, help="data set block (see the data set reference)")
+    backbone: dict = spec({"name": "resnet20"}, help="{name, args}: the network being split")
+    search_space: Any = spec("../search_spaces/quickstart.yaml", help="a search_spaces/*.yaml path or an inline mapping")
+    train: TrainConfig = spec(TrainConfig(), help="the training budget of every trial")
+    objectives: list[str] = spec(["score", "memory"], "must start with score, memory; extra: seconds, params",
+                                 lambda v: v[:2] == ["score", "memory"] and set(v) <= set(OBJECTIVES)
+                                 and len(set(v)) == len(v), help="what is optimised")
+    memory: MemoryConfig = spec(MemoryConfig(), help="how peak memory is scored")
+    sampler: SamplerConfig = spec(SamplerConfig(), help="the Optuna sampler")
+    pruning: PruningConfig = spec(PruningConfig(), help="early stopping of dominated trials")
+    n_trials: int = spec(20, "must be >= 1", positive, help="finished trials to reach (the E2E reference included)")
+    timeout: float | None = spec(None, "must be > 0", positive, help="stop starting trials after this many seconds")
+    storage: str | None = spec(None, help="Optuna storage URL; default a journal file in the output folder")
+    output: str | None = spec(None, help="run folder (default runs/<name> in the current folder)")
+    enqueue: list[str] = spec([], f"must name published designs ({', '.join(ENQUEUE_NAMES)}) or design files",
+                              help="published designs or design files to try first")
+
+
+def field_help(cls) -> list[tuple[str, str, Any, str]]:
+    """(name, type, default, help) of each field: the study reference is generated from this."""
+    out = []
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        out.append((f.name, str(hints[f.name]).replace("typing.", ""), default, f.metadata.get("help", "")))
+    return out

@@ -67,12 +67,13 @@ def _loaders(data: ImageData, cfg: TrainConfig, device: torch.device):
 
 
 def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageData | Mapping | None = None,
-        base_dir: Path | None = None, progress: bool = False,
-        on_epoch: Callable[[int, float], bool] | None = None) -> TrainResult:
+        base_dir: Path | None = None, progress: bool | str = False,
+        on_epoch: Callable[[TrainResult], bool] | None = None) -> TrainResult:
     """Train ``design`` and evaluate it after every epoch.
 
     ``train`` / ``data`` default to the design's own recipe blocks.
-    ``on_epoch(epoch, score)`` may return True to stop early (search pruning).
+    ``on_epoch(result)`` sees the result so far (``history``, measured peak)
+    after every epoch and may return True to stop early (search pruning).
     """
     d = as_design(design)
     cfg = train if isinstance(train, TrainConfig) else from_mapping(TrainConfig, train or d.get("train"), "train")
@@ -105,7 +106,7 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         result.history.append(score)
         result.epochs = epoch + 1
         bar.set_postfix(epoch=epoch + 1, accuracy=f"{score:.4f}")
-        if on_epoch is not None and on_epoch(epoch, score):
+        if on_epoch is not None and on_epoch(result):
             result.stopped_early = epoch + 1 < cfg.epochs
             break
     bar.close()
@@ -118,4 +119,5 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
 def _bar(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, disable=not enabled, desc="train", unit="step", leave=False, dynamic_ncols=True)
+    return tqdm(total=total, disable=not enabled, desc="  epochs", unit="step", leave=False,
+                dynamic_ncols=True, position=1 if enabled == "nested" else 0)

@@ -1,0 +1,406 @@
+"""Read a study: Pareto front, hypervolume, a plain-text table and an HTML report.
+
+Everything works on plain *trial records* (dicts that ``study.py`` builds: number, state, score,
+peak_memory_bytes, seconds, design_hash, params, design, is_e2e, reused_from, history, reason, K),
+so it needs neither Optuna nor torch. The score is maximised, peak memory minimised.
+
+Hypervolume reference point: score 0.0 (the worst accuracy, mAP or PSNR) and 1.1 x the
+end-to-end reference's peak (trial 0 of every study), or the memory budget when there is one:
+see :func:`reference_point`.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import plotly.graph_objects as go
+
+from .errors import AuxsearchError, ConfigError
+
+__all__ = ["families", "hypervolume_2d", "hypervolume_history", "knee", "pareto_front", "pareto_table",
+           "reference_point", "write_report"]
+
+MIB = float(2**20)
+STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "FAIL", "RUNNING")
+MAX_PARCOORDS = 24  # more axes than this are unreadable
+_TEXT_COLS = {2, 7, 8}  # left-aligned table columns: families, design, note
+Record = Mapping[str, Any]
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _scored(records: Iterable[Record]) -> list[Record]:
+    """The COMPLETE records that carry a finite score and peak memory."""
+    return [r for r in records if r.get("state") == "COMPLETE"
+            and _finite(r.get("score")) and _finite(r.get("peak_memory_bytes"))]
+
+
+def pareto_front(records: Iterable[Record]) -> list[Record]:
+    """Non-dominated COMPLETE records (max score, min memory), by memory ascending.
+
+    Of several records at exactly the same point only the lowest-numbered one
+    is kept (a reused result must not crowd the front).
+    """
+    ordered = sorted(_scored(records), key=lambda r: (r["peak_memory_bytes"], -r["score"], r["number"]))
+    front: list[Record] = []
+    best = -math.inf
+    for r in ordered:  # everything before r uses no more memory than r
+        if r["score"] > best:
+            front.append(r)
+            best = r["score"]
+    return front
+
+
+def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``(score, memory)`` points up to ``ref``; points outside its box add nothing."""
+    s_ref, m_ref = ref
+    inside = sorted((m, s) for s, m in points if _finite(s) and _finite(m) and s > s_ref and m < m_ref)
+    ends = [m for m, _ in inside[1:]] + [m_ref]  # [m_ref] alone when nothing is inside: no steps
+    area, best = 0.0, s_ref
+    for (m, s), end in zip(inside, ends, strict=False):  # staircase, left to right
+        best = max(best, s)
+        area += (end - m) * (best - s_ref)
+    return area
+
+
+def reference_point(records: Iterable[Record], budget: float | None = None) -> tuple[float, float]:
+    """The study's fixed reference: score 0 and memory 1.1 x the end-to-end peak.
+
+    The end-to-end reference is trial 0 of every study, so the point is fixed
+    from the first trial on and every report of the study uses the same one;
+    designs that need more than 1.1 x end-to-end memory add no area (they do
+    not save memory). With a memory budget the budget is the memory bound;
+    without an E2E result, 1.1 x the largest peak. A metric that goes negative
+    moves the score reference down to its lowest value.
+    """
+    done = _scored(records)
+    if not done:
+        return (0.0, float(budget or 0.0))
+    low = min(0.0, min(float(r["score"]) for r in done))
+    if budget:
+        return (low, float(budget))
+    e2e = [r for r in done if r.get("is_e2e")]
+    basis = e2e[0] if e2e else max(done, key=lambda r: r["peak_memory_bytes"])
+    return (low, 1.1 * float(basis["peak_memory_bytes"]))
+
+
+def hypervolume_history(records: Iterable[Record], ref: tuple[float, float]) -> list[tuple[int, float]]:
+    """``[(trial number, hypervolume of the COMPLETE trials up to it), ...]``."""
+    out: list[tuple[int, float]] = []
+    front: list[tuple[float, float]] = []
+    volume = 0.0
+    for r in sorted(records, key=lambda r: r["number"]):
+        if _scored([r]):
+            s, m = float(r["score"]), float(r["peak_memory_bytes"])
+            if not any(fs >= s and fm <= m for fs, fm in front):
+                front = [(fs, fm) for fs, fm in front if not (s >= fs and m <= fm)] + [(s, m)]
+                volume = hypervolume_2d(front, ref)
+        out.append((r["number"], volume))
+    return out
+
+
+def knee(front: Sequence[Record]) -> Record:
+    """The front record farthest from the line joining the front's two extremes, axes min-max normalised.
+
+    The distance is signed: only points on the good side (less memory, higher score) can win.
+    With fewer than three points it is the highest-scoring one."""
+    if not front:
+        raise AuxsearchError("the Pareto front is empty (no COMPLETE trial yet), so it has no knee")
+    pts = sorted(front, key=lambda r: (r["peak_memory_bytes"], -r["score"]))
+    if len(pts) < 3:
+        return max(pts, key=lambda r: r["score"])
+    xs, ys = _unit([r["peak_memory_bytes"] for r in pts]), _unit([r["score"] for r in pts])
+    (ax, ay), (bx, by) = (xs[0], ys[0]), (xs[-1], ys[-1])
+    side = [(bx - ax) * (y - ay) - (by - ay) * (x - ax) for x, y in zip(xs, ys, strict=True)]  # > 0: above-left
+    return pts[max(range(len(pts)), key=lambda i: (side[i], ys[i]))]
+
+
+def _unit(values: Sequence[float]) -> list[float]:
+    """Min-max normalise to [0, 1] (all zeros when the values are equal)."""
+    lo, span = min(values), (max(values) - min(values)) or 1.0
+    return [(v - lo) / span for v in values]
+
+
+# ----------------------------------------------------------------- table
+
+def families(design: Mapping | None) -> str:
+    """Aux families of a compact design, e.g. ``"momentum x3"`` or ``"dgl x1, infopro x2"``."""
+    if not design:
+        return "-"
+    aux = design.get("aux") or []
+    if not aux:
+        return "none (end-to-end)"
+    counts = Counter(str(a.get("family", "?")) for a in aux)
+    return ", ".join(f"{f} x{n}" for f, n in counts.items())
+
+
+def _k(r: Record) -> int | None:
+    """K as recorded, else counted from the design's splits."""
+    splits = (r.get("design") or {}).get("splits")
+    return r.get("K") or (len(splits) + 1 if isinstance(splits, list) else 1 if r.get("is_e2e") else None)
+
+
+def _e2e(records: Iterable[Record]) -> Record | None:
+    """The end-to-end reference: the first COMPLETE one, else the first with a peak."""
+    cands = [r for r in records if r.get("is_e2e") and _finite(r.get("peak_memory_bytes"))]
+    cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
+    return cands[0] if cands else None
+
+
+def _num(x: Any, spec: str = ".4f", scale: float = 1.0) -> str:
+    return format(x / scale, spec) if _finite(x) else "-"
+
+
+def _table_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list[tuple[list[str], str]]]:
+    """Header and ``(cells, note)`` rows: the front plus the E2E reference, by memory."""
+    front = pareto_front(records)
+    e2e = _e2e(records)
+    on_front = {r["number"] for r in front}
+    rows = list(front) + ([e2e] if e2e is not None and e2e["number"] not in on_front else [])
+    rows.sort(key=lambda r: (r["peak_memory_bytes"], r["number"]))
+    best = knee(front) if len(front) >= 3 else None
+    base = e2e["peak_memory_bytes"] if e2e is not None else None
+    header = ["trial", "K", "families", metric, "peak MiB", "vs E2E", "seconds", "design", "note"]
+    out = []
+    for r in rows:
+        done = r.get("state") == "COMPLETE"
+        notes = [n for n, yes in (("E2E reference", r is e2e), ("knee", r is best),
+                                  ("dominated", done and r["number"] not in on_front),
+                                  (f"reuses #{r.get('reused_from')}", r.get("reused_from") is not None),
+                                  (str(r.get("state")).lower(), not done)) if yes]
+        ratio = f"{r['peak_memory_bytes'] / base:.2f}x" if base else "-"
+        cells = [str(r["number"]), str(_k(r) or "-"), families(r.get("design")), _num(r.get("score")),
+                 _num(r["peak_memory_bytes"], ".1f", MIB), ratio, _num(r.get("seconds"), ".1f"),
+                 str(r.get("design_hash") or "-")]
+        out.append((cells, ", ".join(notes)))
+    return header, out
+
+
+def pareto_table(records: Sequence[Record], metric: str = "accuracy") -> str:
+    """A fixed-width text table of the Pareto front plus the E2E reference row."""
+    header, rows = _table_rows(records, metric)
+    if not rows:
+        return "(no COMPLETE trials yet: no Pareto front)"
+    grid = [header] + [[*cells, note] for cells, note in rows]
+    widths = [max(len(line[i]) for line in grid) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i in _TEXT_COLS else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths,
+             strict=True))).rstrip() for line in grid]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------- figures
+
+def _esc(x: Any) -> str:
+    return html.escape(str(x), quote=False)
+
+
+def _y(r: Record) -> float | None:
+    """Where a trial sits vertically: its score, else (pruned) its last reported score."""
+    if _finite(r.get("score")):
+        return float(r["score"])
+    hist = [h for h in (r.get("history") or []) if _finite(h)]
+    return float(hist[-1]) if hist else None
+
+
+def _hover(r: Record, metric: str) -> str:
+    lines = [f"<b>trial {r['number']}</b> ({_esc(r.get('state'))})", f"K = {_k(r) or '?'}",
+             f"aux: {_esc(families(r.get('design')))}", f"{_esc(metric)}: {_num(_y(r))}",
+             f"peak memory: {_num(r.get('peak_memory_bytes'), '.1f', MIB)} MiB", f"design: {_esc(r.get('design_hash') or '-')}"]
+    if r.get("reused_from") is not None:
+        lines.append(f"result reused from trial {r['reused_from']}")
+    if r.get("reason"):
+        lines.append(f"reason: {_esc(r['reason'])}")
+    return "<br>".join(lines)
+
+
+_LAYERS = {  # legend name -> scatter style, drawn in this order
+    "completed trial": {"mode": "markers", "marker": {"color": "#9a9a9a", "size": 8, "opacity": 0.45}},
+    "pruned (last score)": {"mode": "markers", "marker": {"symbol": "x-thin", "size": 7, "line": {"width": 1.5,
+                                                                                                  "color": "#E45756"}}},
+    "infeasible (simulated peak)": {"mode": "markers", "marker": {"symbol": "circle-open", "size": 9, "color": "#B279A2"}},
+    "Pareto front": {"mode": "lines+markers", "line": {"shape": "hv", "color": "#4C78A8", "width": 2},
+                     "marker": {"size": 11, "color": "#4C78A8", "line": {"width": 1, "color": "white"}}},
+    "E2E reference (K = 1)": {"mode": "markers", "marker": {"symbol": "star", "size": 18, "color": "#F58518",
+                                                            "line": {"width": 1, "color": "#222"}}},
+}
+
+
+def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figure:
+    """Score against peak memory: all trials, the front, E2E, pruned and infeasible ones."""
+    metric = str(meta.get("metric", "score"))
+    done, front, e2e = _scored(records), pareto_front(records), _e2e(records)
+    located = [r for r in records if _finite(r.get("peak_memory_bytes"))]
+    pruned = [r for r in located if r.get("state") == "PRUNED"]
+    ys = [y for y in map(_y, done + pruned) if y is not None] or [0.0, 1.0]
+    lo, hi = min(ys), max(ys)
+    span = (hi - lo) or max(abs(hi), 1.0) * 0.1
+    bottom = lo - 0.08 * span  # where trials without a score sit
+    groups = [done, pruned, [r for r in located if r.get("state") == "INFEASIBLE"], front, [e2e] if e2e else []]
+    fig = go.Figure()
+    for rs, (name, style) in zip(groups, _LAYERS.items(), strict=True):
+        fig.add_trace(go.Scatter(x=[r["peak_memory_bytes"] / MIB for r in rs], name=name, hoverinfo="text",
+                                 y=[bottom if _y(r) is None else _y(r) for r in rs],
+                                 hovertext=[_hover(r, metric) for r in rs], **style))
+    if e2e is not None:
+        fig.add_annotation(x=e2e["peak_memory_bytes"] / MIB, y=_y(e2e) or bottom, text="E2E (K = 1)", ax=-50, ay=-30)
+    if len(front) >= 3:
+        k = knee(front)
+        fig.add_annotation(x=k["peak_memory_bytes"] / MIB, y=k["score"], text=f"knee: trial {k['number']}",
+                           ax=40, ay=40, font={"color": "#4C78A8"})
+    budget = meta.get("memory_budget_bytes")
+    if _finite(budget):
+        fig.add_vline(x=budget / MIB, line={"dash": "dash", "color": "#E45756"},
+                      annotation_text=f"budget {budget / MIB:.1f} MiB", annotation_position="top left")
+    fig.update_layout(title="Score against peak training memory (left and up is better)",
+                      xaxis_title=f"peak training memory (MiB, {_esc(meta.get('memory_mode', '?'))})",
+                      yaxis_title=_esc(metric), yaxis_range=[bottom - 0.05 * span, hi + 0.08 * span],
+                      height=560, template="plotly_white", legend={"orientation": "h", "y": -0.15})
+    return fig
+
+
+def hypervolume_figure(records: Sequence[Record], metric: str, budget: float | None = None) -> go.Figure:
+    ref = reference_point(records, budget)
+    hist = hypervolume_history(records, ref)
+    fig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[v / MIB for _, v in hist], mode="lines+markers",
+                               line={"shape": "hv", "color": "#54A24B"}, marker={"size": 5}, name="hypervolume"))
+    fig.update_layout(title="Hypervolume of the front after each trial", height=380, template="plotly_white",
+                      xaxis_title="trial number", yaxis_rangemode="tozero",
+                      yaxis_title=f"hypervolume ({_esc(metric)} x MiB)<br>ref: {_esc(metric)} = {ref[0]:g}, "
+                                  f"memory = {ref[1] / MIB:.1f} MiB")
+    return fig
+
+
+def _dimension(name: str, values: list[Any]) -> dict[str, Any]:
+    """One parallel-coordinates axis: numeric as is (log10 when wide), categories as codes."""
+    present = [v for v in values if v is not None]
+    if present and all(_finite(v) for v in present):
+        vals = [None if v is None else float(v) for v in values]
+        if min(present) > 0 and max(present) >= 100 * min(present):
+            vals, name = [None if v is None else math.log10(v) for v in vals], f"log10({name})"
+        if None not in vals:
+            return {"label": _esc(name), "values": vals}
+        lo, hi = min(v for v in vals if v is not None), max(v for v in vals if v is not None)
+        gap = 0.15 * (hi - lo) or 1.0
+        ticks = sorted({lo, (lo + hi) / 2, hi})
+        return {"label": _esc(name), "values": [lo - gap if v is None else v for v in vals],
+                "tickvals": [lo - gap, *ticks], "ticktext": ["n/a", *(f"{t:.3g}" for t in ticks)]}
+    text = ["n/a" if v is None else str(v) for v in values]
+    cats = sorted(set(text))
+    return {"label": _esc(name), "values": [cats.index(t) for t in text], "tickvals": list(range(len(cats))),
+            "ticktext": [_esc(c) for c in cats], "range": [-0.3, len(cats) - 0.7]}
+
+
+def params_figure(records: Sequence[Record], metric: str) -> go.Figure:
+    """Parallel coordinates of the COMPLETE trials' params, coloured by score."""
+    done = _scored(records)
+    names = sorted({k for r in done for k in (r.get("params") or {})})[:MAX_PARCOORDS]
+    dims = [_dimension(n, [(r.get("params") or {}).get(n) for r in done]) for n in names]
+    dims.append({"label": "peak MiB", "values": [round(r["peak_memory_bytes"] / MIB, 2) for r in done]})
+    scores = [float(r["score"]) for r in done]
+    dims.append({"label": _esc(metric), "values": scores})
+    fig = go.Figure(go.Parcoords(dimensions=dims, labelangle=-15, labelfont={"size": 13},
+                                 line={"color": scores, "colorscale": "Viridis", "showscale": True,
+                                       "colorbar": {"title": {"text": _esc(metric)}, "x": 1.04}}))
+    fig.update_layout(title="Parameters of the completed trials (drag along an axis to filter)", height=520,
+                      margin={"t": 130, "l": 70, "r": 40})
+    return fig
+
+
+# ----------------------------------------------------------------- HTML
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:24px auto;max-width:1240px;color:#222;padding:0 16px}
+h2{margin-top:36px;border-bottom:1px solid #ddd}table{border-collapse:collapse;font-size:14px}th{background:#f5f5f5}
+th,td{padding:4px 10px;border-bottom:1px solid #e3e3e3;text-align:right}td.t,th.t{text-align:left}.meta{color:#444}
+tr.e2e{background:#fff4e0}tr.knee{background:#e6f0fa}.empty{padding:12px;background:#fff4e0}code{background:#f3f3f3}"""
+
+_HOW_TO_READ = (
+    "Each dot is one trained design: further left needs less peak training memory, higher is a better {metric}. "
+    "The blue step line joins the Pareto front, the designs no other trial beats on both axes at once; grey dots "
+    "are dominated. The orange star is the end-to-end reference (K = 1, plain backprop, same recipe): front designs "
+    "left of it save memory, and the 'vs E2E' column says how much. Red crosses are pruned trials at their last "
+    "reported {metric}; hollow circles at the bottom are designs the memory budget (dashed line) rejected before "
+    "training, at their simulated peak. The knee is the front's natural compromise, the design farthest from the "
+    "line joining the front's two ends. The hypervolume is the area the front dominates up to a fixed reference "
+    "point; where its curve stays flat, the search stopped finding better trade-offs.")
+
+
+def _header(records: Sequence[Record], meta: Mapping[str, Any]) -> str:
+    counts = Counter(str(r.get("state")) for r in records)
+    order = [s for s in STATES if counts[s]] + sorted(s for s in counts if s not in STATES)
+    states = " &middot; ".join(f"{_esc(s)} {counts[s]}" for s in order) or "none"
+    budget = meta.get("memory_budget_bytes")
+    metric = _esc(meta.get("metric", "score"))
+    fails = "".join(f"<li>trial {r['number']}: {_esc(r.get('reason') or 'no reason recorded')}</li>"
+                    for r in records if r.get("state") == "FAIL")
+    return (f"<h1>auxsearch: {_esc(meta.get('name', 'study'))}</h1>\n<p class='meta'>maximise <b>{metric}</b>, "
+            f"minimise peak training memory (<b>{_esc(meta.get('memory_mode', '?'))}</b>)"
+            + (f", budget {budget / MIB:.1f} MiB" if _finite(budget) else "")
+            + f" &middot; created {_esc(meta.get('created', '?'))}</p>\n"
+            f"<p class='meta'>command: <code>{_esc(meta.get('command', '?'))}</code></p>\n"
+            f"<p class='meta'>{len(records)} trials: {states}</p>\n"
+            + (f"<details><summary>failed trials</summary><ul>{fails}</ul></details>\n" if fails else "") +
+            f"<h2>How to read this</h2>\n<p>{_HOW_TO_READ.format(metric=metric)}</p>")
+
+
+def _html_table(records: Sequence[Record], metric: str) -> str:
+    header, rows = _table_rows(records, metric)
+    lines = [("", "th", header)] + [("e2e" if "E2E" in n else "knee" if "knee" in n else "", "td", [*c, n]) for c, n in rows]
+    return "<table>\n" + "\n".join(f"<tr class='{cls}'>" + "".join(
+        f"<{tag} class='{'t' if i in _TEXT_COLS else ''}'>{_esc(c)}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
+        for cls, tag, cells in lines) + "\n</table>"
+
+
+def _drawings(front: Sequence[Record], metric: str) -> list[str | go.Figure]:
+    from .drawing import design_figure  # networkx only; local so the maths above imports light
+
+    out: list[str | go.Figure] = ["<p class='meta'>Units coloured by module; red dashes cut the gradient, "
+                                  "aux nets hang below, purple arrows are EMA links.</p>"]
+    for r in (r for r in front if r.get("design")):
+        title = (f"trial {r['number']}: K = {_k(r)}, {_esc(families(r['design']))}, {_esc(metric)} "
+                 f"{_num(r['score'])}, {_num(r['peak_memory_bytes'], '.1f', MIB)} MiB")
+        try:
+            out.append(design_figure(r["design"], title=title))
+        except ConfigError as exc:  # one unreadable design must not cost the whole report
+            out.append(f"<p class='empty'>trial {r['number']}: design not drawable ({_esc(exc)})</p>")
+    return out
+
+
+def _render(parts: Sequence[str | go.Figure]) -> str:
+    """HTML of the parts; plotly.js is inlined in the first figure only (the page works offline)."""
+    out, bundled = [], False
+    for p in parts:
+        if isinstance(p, go.Figure):
+            p = p.to_html(full_html=False, include_plotlyjs=not bundled, config={"displaylogo": False})
+            bundled = True
+        out.append(p)
+    return "\n".join(out)
+
+
+def write_report(records: Sequence[Record], meta: Mapping[str, Any], path: str | Path) -> Path:
+    """Write one self-contained HTML report and return its path."""
+    metric = str(meta.get("metric", "score"))
+    front = pareto_front(records)
+    parts: list[str | go.Figure] = [_header(records, meta), "<h2>Pareto front</h2>"]
+    if not front:
+        parts.append("<p class='empty'>No trial has COMPLETED yet, so there is no Pareto front.</p>")
+    if any(_finite(r.get("peak_memory_bytes")) for r in records):
+        parts.append(pareto_figure(records, meta))
+    if front:
+        parts += [_html_table(records, metric), "<h2>Hypervolume history</h2>", hypervolume_figure(records, metric, meta.get("memory_budget_bytes")),
+                  "<h2>Parameters</h2>", params_figure(records, metric), "<h2>Pareto designs</h2>",
+                  *_drawings(front, metric)]
+    title = _esc(f"auxsearch: {meta.get('name', 'study')}")
+    page = (f"<!DOCTYPE html>\n<html lang='en'>\n<head>\n<meta charset='utf-8'>\n<title>{title}</title>\n"
+            f"<style>{_CSS}</style>\n</head>\n<body>\n{_render(parts)}\n</body>\n</html>\n")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page, encoding="utf-8")
+    return path
