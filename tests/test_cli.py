@@ -62,3 +62,12 @@ def test_bad_design_files_exit_2_with_one_line_naming_the_key(tmp_path, capsys, 
     err = capsys.readouterr().err
     assert words in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_the_docs_example_script_trains_an_exported_design(capsys):
+    import runpy
+
+    example = runpy.run_path(str(ROOT / "docs" / "examples" / "train_exported.py"))
+    accuracy = example["main"]([str(DESIGNS / "digits_dgl_k4.yaml"), "--epochs", "4"])
+    assert accuracy > 0.8
+    assert "epoch 4: local losses" in capsys.readouterr().out
