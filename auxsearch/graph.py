@@ -133,12 +133,17 @@ def normalize(design: Mapping) -> dict[str, Any]:
 
 
 def _backbone(b: Any) -> dict[str, Any]:
+    """``{name, args}``; ``{python: "module:function", args}`` is kept as name ``python:module:function``."""
     if isinstance(b, str):
         b = {"name": b}
+    if isinstance(b, Mapping) and "python" in b and "name" not in b:
+        if not isinstance(b["python"], str):
+            raise ConfigError("backbone.python", f"must be 'package.module:function', got {b['python']!r}")
+        b = {"name": f"python:{b['python']}", **{k: v for k, v in b.items() if k != "python"}}
     if not isinstance(b, Mapping) or not isinstance(b.get("name"), str):
         raise ConfigError("backbone", f"must be a name or {{name: ..., args: {{...}}}}, got {b!r}")
     if set(b) - {"name", "args"}:
-        raise ConfigError(f"backbone.{sorted(set(b) - {'name', 'args'})[0]}", "unknown key; allowed: args, name")
+        raise ConfigError(f"backbone.{sorted(set(b) - {'name', 'args'})[0]}", "unknown key; allowed: args, name, python")
     args = b.get("args") or {}
     if not isinstance(args, Mapping):
         raise ConfigError("backbone.args", f"must be a mapping, got {args!r}")

@@ -78,7 +78,7 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
         cfg = _replace(cfg, storage=storage)
     base_dir = path.parent
     data = load_image_data(resolve_data_cfg(cfg.data, base_dir))
-    bb = {"name": cfg.backbone.get("name"), "args": dict(cfg.backbone.get("args") or {})}
+    bb = _backbone(cfg.backbone)
     units = create_units(bb["name"], data.in_chans, bb["args"])
     shape = [data.in_chans, data.image_size, data.image_size]
     base = normalize({"backbone": bb, "input_shape": shape, "num_classes": data.num_classes,
@@ -94,6 +94,12 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
     run = Run(cfg, path, out_dir.resolve(), space, base, [float(math.prod(o)) for o in outs], data, budget)
     _enqueued_designs(run)  # checks names and files
     return run
+
+
+def _backbone(raw: dict) -> dict:
+    from .graph import _backbone as canonical
+
+    return canonical(raw)
 
 
 def _replace(cfg: StudyConfig, **kw) -> StudyConfig:

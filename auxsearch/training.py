@@ -23,6 +23,10 @@ from .graph import as_design, design_hash
 from .tasks import ImageData, load_image_data
 
 
+class NonFiniteLoss(RuntimeError):
+    """A local loss became NaN or inf: the design (or its learning rate) diverged."""
+
+
 @dataclass
 class TrainResult:
     metric: str
@@ -93,15 +97,21 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     bar = _bar(cfg.epochs * len(train_loader), progress)
     for epoch in range(cfg.epochs):
         model.train()
+        finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for x, y in train_loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            out: list = []
             if result.peak_memory_bytes == 0:  # the first step is the measured one
                 result.peak_memory_bytes = memory.measure_step(
-                    model, opt, lambda x=x, y=y: engine.train_step(model, opt, x, y), x, y)
+                    model, opt, lambda x=x, y=y, out=out: out.append(engine.train_step(model, opt, x, y)), x, y)
             else:
-                engine.train_step(model, opt, x, y)
+                out.append(engine.train_step(model, opt, x, y))
+            finite &= torch.isfinite(torch.stack(out[0][1])).all()
             sched.step()
             bar.update(1)
+        if not bool(finite):
+            bar.close()
+            raise NonFiniteLoss(f"a local loss became NaN or inf in epoch {epoch + 1}")
         score = engine.evaluate(model, test_loader, device)
         result.history.append(score)
         result.epochs = epoch + 1

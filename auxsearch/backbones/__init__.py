@@ -36,7 +36,9 @@ def register(name: str):
 
 def create_units(name: str, in_chans: int, args: dict | None = None) -> list[nn.Module]:
     """Instantiate the units of backbone ``name`` (``pretrained=False`` always)."""
-    if name.startswith("timm:"):
+    if name.startswith("python:"):
+        factory = _python_hook(name[len("python:"):])
+    elif name.startswith("timm:"):
         factory = lambda **kw: timm_units(name[len("timm:"):], **kw)  # noqa: E731
     elif name in BACKBONES:
         factory = BACKBONES[name]
@@ -51,6 +53,24 @@ def create_units(name: str, in_chans: int, args: dict | None = None) -> list[nn.
     except TypeError as exc:  # an unknown or missing keyword argument
         raise ConfigError("backbone.args", f"bad arguments for backbone {name!r}: {exc}") from exc
     return list(units)
+
+
+def _python_hook(target: str) -> BackboneFactory:
+    """``backbone: {python: "package.module:function"}``: the one documented way a config runs user code.
+
+    The function is called as ``function(in_chans=..., **args)`` and must
+    return the list of units. It is imported, never evaluated from text.
+    """
+    import importlib
+
+    module, _, attr = target.partition(":")
+    if not module or not attr:
+        raise ConfigError("backbone.python", f"must look like 'package.module:function', got {target!r}")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError("backbone.python", f"cannot import {target!r}: {exc}") from None
+    return fn
 
 
 from . import cifar_resnet as _cifar_resnet  # noqa: E402,F401  (fills the registry)
