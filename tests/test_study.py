@@ -22,6 +22,7 @@ SPACE = ROOT / "search_spaces" / "quickstart.yaml"
 
 
 def write_study(tmp_path: Path, **overrides) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
     raw.update(search_space=str(SPACE), output=str(tmp_path / "run"), n_trials=3,
                train={**raw["train"], "epochs": 1}, data={**raw["data"], "image_size": 8})
@@ -171,3 +172,27 @@ def test_validate_accepts_every_shipped_study(capsys):
         study_mod.load_study_config(path)  # parses; data for GPU studies may be absent here
     assert main(["validate", str(ROOT / "studies" / "quickstart.yaml")]) == 0
     assert "ok" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp", "grid"])
+def test_every_sampler_runs(tmp_path, sampler):
+    space = {"modules": [1, 2, 3], "splits": "balanced", "families": ["dgl", "momentum"], "depth": 1,
+             "width": [8, 16], "momentum": 0.99, "learnable_scale": [True, False], "head": "dgl", "pool": 4}
+    path = write_study(tmp_path, sampler={"name": sampler, "seed": 1, "n_startup_trials": 1, "population_size": 2},
+                       search_space=space, n_trials=3, enqueue=[], pruning={"enabled": False})
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, 3, None, progress=False)
+    recs = study_mod.records(st)
+    assert len([r for r in recs if r["state"] == "COMPLETE"]) == 3 and recs[0]["is_e2e"]
+
+
+def test_sequential_search_is_reproducible(tmp_path):
+    params = []
+    for name in ("a", "b"):
+        path = write_study(tmp_path / name, n_trials=4, enqueue=[], output=str(tmp_path / name / "run"))
+        run = study_mod.prepare(path)
+        st = study_mod.open_study(run)
+        study_mod.optimize(run, st, 4, None, progress=False)
+        params.append([(r["params"], r["score"]) for r in study_mod.records(st)])
+    assert params[0] == params[1]
