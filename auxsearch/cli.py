@@ -49,8 +49,19 @@ def _add_run(sub) -> None:
     p.add_argument("--storage", help="Optuna storage URL (default: a journal file in the run folder)")
     p.add_argument("--n-trials", type=int, help="override the study's n_trials")
     p.add_argument("--timeout", type=float, help="override the study's timeout (seconds)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="worker processes sharing the study (one GPU each when several exist)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
+    p = sub.add_parser("worker", help="join a study's search from this process or machine")
+    p.add_argument("study", type=Path, help="the same study file the other workers use")
+    p.add_argument("--storage", help="the shared Optuna storage URL, e.g. postgresql://... (default: the study's)")
+    p.add_argument("--worker-index", type=int, default=1,
+                   help="distinct per worker: seeds its sampler (seed + 1000 x index) reproducibly")
+    p.add_argument("--n-trials", type=int, help="override the study's n_trials")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_worker)
 
 
 def _add_run_readers(sub) -> None:
@@ -84,11 +95,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_args(args, **rules) -> None:
+    """CLI numbers that must hold a rule, named by their option (``--epochs``), not a YAML key."""
+    for name, low in rules.items():
+        value = getattr(args, name, None)
+        values = value if isinstance(value, list) else [value]
+        if value is not None and any(v < low for v in values):
+            raise AuxsearchError(f"--{name.replace('_', '-')}: must be >= {low}, got {value}")
+
+
 def cmd_train(args) -> int:
     from .config import TrainConfig, from_mapping, to_mapping
     from .graph import as_design, load_design
     from .training import fit
 
+    _check_args(args, epochs=1, batch_size=1, seed=0)
     design = as_design(load_design(args.design))
     recipe = to_mapping(from_mapping(TrainConfig, design.get("train"), "train"))
     for name in ("epochs", "batch_size", "device", "seed"):
@@ -117,6 +138,9 @@ def cmd_memory(args) -> int:
     from .engine import end_to_end
     from .graph import as_design, design_hash, load_design
 
+    _check_args(args, batch_size=1, input_size=1)
+    if args.mode == "measured" and args.device.split(":")[0] not in ("cpu", "cuda"):
+        raise AuxsearchError(f"--device: must be cpu or cuda (cuda:N), got {args.device!r}")
     design = as_design(load_design(args.design))
     cfg = from_mapping(TrainConfig, design.get("train"), "train")
     size = tuple(args.input_size) if args.input_size else None
@@ -152,12 +176,14 @@ def cmd_draw(args) -> int:
 def cmd_run(args) -> int:
     import dataclasses
 
-    from . import rundir, study
+    from . import distributed, rundir, study
 
+    _check_args(args, n_trials=1, timeout=0, workers=1)
     run = study.prepare(args.study, storage=args.storage)
     if args.n_trials is not None or args.timeout is not None:
         run.cfg = dataclasses.replace(run.cfg, n_trials=args.n_trials or run.cfg.n_trials,
                                       timeout=args.timeout if args.timeout is not None else run.cfg.timeout)
+    distributed.refuse_sqlite(run.storage_url, args.workers)
     meta = rundir.run_meta(run)
     rundir.write_meta(run.out_dir, meta)
     st = study.open_study(run)
@@ -167,7 +193,11 @@ def cmd_run(args) -> int:
               "raise --n-trials to search further", file=sys.stderr)
     else:
         try:
-            study.optimize(run, st, run.cfg.n_trials, run.cfg.timeout, progress=not args.no_progress)
+            if args.workers > 1:
+                _run_workers(run, st, args.workers, not args.no_progress)
+            else:
+                study.optimize(run, st, run.cfg.n_trials, run.cfg.timeout, progress=not args.no_progress,
+                               seed=run.cfg.sampler.seed)
         except KeyboardInterrupt:
             rundir.write_outputs(run.out_dir, meta, study.records(st))
             raise
@@ -178,6 +208,55 @@ def cmd_run(args) -> int:
     print(pareto_table(records, meta["metric"]))
     print(f"\nrun folder: {run.out_dir}\nreport:     {paths['report']}\nexport:     auxsearch export "
           f"{run.out_dir} --knee -o best.yaml")
+    return 0
+
+
+def _run_workers(run, st, workers: int, progress: bool) -> None:
+    """Start ``workers`` processes on the study and follow them with one progress bar."""
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import distributed, study
+
+    procs = distributed.spawn_workers(run.path, run.storage_url, workers, run.cfg.n_trials,
+                                      torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    bar = tqdm(total=run.cfg.n_trials, initial=study.finished(st), desc=f"trials ({workers} workers)",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(1.0)
+            bar.n = study.finished(st)
+            bar.refresh()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        bar.close()
+    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode]
+    if bad:
+        print(f"auxsearch: workers that ended with an error: {bad}", file=sys.stderr)
+
+
+def cmd_worker(args) -> int:
+    from . import distributed, study
+
+    _check_args(args, n_trials=1, threads=0, worker_index=0)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    run = study.prepare(args.study, storage=args.storage)
+    distributed.refuse_sqlite(run.storage_url, 2)
+    offset = 1000 * args.worker_index
+    st = study.open_study(run, sampler=study.make_sampler(run, offset))
+    n = args.n_trials or run.cfg.n_trials
+    ran = study.optimize(run, st, n, run.cfg.timeout, progress=not args.no_progress, worker=args.worker_index,
+                         seed=run.cfg.sampler.seed + offset)
+    print(f"worker {args.worker_index}: ran {ran} trials; the study has {study.finished(st)} of {n}",
+          file=sys.stderr)
     return 0
 
 

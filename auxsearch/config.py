@@ -189,6 +189,8 @@ class StudyConfig:
     timeout: float | None = spec(None, "must be > 0", positive, help="stop starting trials after this many seconds")
     storage: str | None = spec(None, help="Optuna storage URL; default a journal file in the output folder")
     output: str | None = spec(None, help="run folder (default runs/<name> in the current folder)")
+    isolation: str = spec("auto", choices=("auto", "subprocess", "inprocess"),
+                          help="train each trial in a fresh process (auto: on CUDA) so memory cannot leak between trials")
     enqueue: list[str] = spec([], f"must name published designs ({', '.join(ENQUEUE_NAMES)}) or design files",
                               help="published designs or design files to try first")
 

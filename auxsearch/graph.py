@@ -253,6 +253,8 @@ def load_design(path: str | Path) -> nx.DiGraph:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError("", f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, Mapping):
+        raise ConfigError("", f"{path}: a design file must be a mapping of keys, got {type(raw).__name__}")
     g = to_graph(raw)
     stored = raw.get("design_hash") if isinstance(raw, Mapping) else None
     if stored is not None and stored != graph_hash(g):
@@ -271,6 +273,8 @@ def dump_design(design: Any) -> str:
 
 def save_design(design: Any, path: str | Path) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError("--output", f"{path} is a folder; give a file name such as {path / 'design.yaml'}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(dump_design(design))
     return path

@@ -53,7 +53,15 @@ def read_meta(run_dir: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError("", f"{run_dir} is not an auxsearch run folder (no {META}); "
                           "give the output folder of `auxsearch run`")
-    meta = yaml.safe_load(path.read_text())
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError("", f"{path}:{where} is damaged (invalid YAML: {getattr(exc, 'problem', exc)})") from None
+    missing = [k for k in ("name", "storage", "metric", "data", "train") if not isinstance(meta, dict) or k not in meta]
+    if missing:
+        raise ConfigError("", f"{path} is damaged: missing {', '.join(missing)}")
     if meta["storage"].startswith("journal:") and not Path(meta["storage"][8:]).is_absolute():
         meta["storage"] = f"journal:{run_dir.resolve() / meta['storage'][8:]}"
     return meta

@@ -135,6 +135,8 @@ class SearchSpace:
 
 
 def parse_space(raw: Mapping | None, key: str = "search_space") -> SearchSpace:
+    if raw is not None and not isinstance(raw, Mapping):
+        raise ConfigError(key, f"a search space must be a mapping of dimensions, got {type(raw).__name__}")
     raw = dict(raw or {})
     allowed = {"splits", "per_module", *_DIMS}
     unknown = set(raw) - allowed
@@ -155,6 +157,8 @@ def load_space(source: str | Path | Mapping, base_dir: Path, key: str = "search_
     """A space from a mapping (inline in the study) or a YAML file (relative to ``base_dir``)."""
     if isinstance(source, Mapping):
         return parse_space(source, key)
+    if not isinstance(source, str | Path):
+        raise ConfigError(key, f"must be a search_spaces/*.yaml path or a mapping, got {source!r}")
     path = Path(source)
     path = path if path.is_absolute() else base_dir / path
     if not path.is_file():

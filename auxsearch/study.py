@@ -20,17 +20,19 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 import yaml
 
 from . import memory
 from .backbones import create_units
 from .config import StudyConfig, from_mapping, parse_bytes
-from .engine import end_to_end, trace_shapes
+from .engine import end_to_end, resolve_device, trace_shapes
 from .errors import ConfigError
 from .graph import as_design, design_hash, load_design, normalize
+from .isolation import fit_in_subprocess, is_out_of_memory, peak_reached
 from .space import SearchSpace, balanced_splits, check_space, load_space, suggest_design
 from .tasks import ImageData, load_image_data
-from .training import TrainResult, fit, resolve_data_cfg
+from .training import NonFiniteLoss, TrainResult, fit, resolve_data_cfg
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar says what matters
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -67,6 +69,8 @@ def load_study_config(path: str | Path) -> StudyConfig:
         mark = getattr(exc, "problem_mark", None)
         raise ConfigError("", f"{path}: line {mark.line + 1 if mark else '?'}: invalid YAML "
                           f"({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError("", f"{path}: a study file must be a mapping of keys, got {type(raw).__name__}")
     return from_mapping(StudyConfig, raw, "")
 
 
@@ -127,7 +131,10 @@ def _enqueued_designs(run: Run) -> list[tuple[str, dict]]:
             if not p.is_file():
                 raise ConfigError(f"enqueue.{i}", f"neither a published design ({', '.join(PUBLISHED)}) "
                                   f"nor a design file: {item!r}")
-            d = as_design(load_design(p))
+            try:
+                d = as_design(load_design(p))
+            except ConfigError as exc:
+                raise ConfigError(f"enqueue.{i}", f"{item}: {exc}") from None
             for k in ("backbone", "input_shape", "num_classes", "num_units"):
                 if d[k] != run.base[k]:
                     raise ConfigError(f"enqueue.{i}", f"design {k} {d[k]!r} differs from the study's {run.base[k]!r}")
@@ -170,16 +177,29 @@ def _grid(space: SearchSpace, base: dict) -> dict[str, list]:
     return out
 
 
-def open_study(run: Run, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
-    """Create or resume the study in its storage (a journal file by default)."""
-    url = run.storage_url
+def make_storage(url: str) -> Any:
+    """``journal:PATH`` (a journal file, no server) or any SQLAlchemy URL (RDB with heartbeats)."""
     if url.startswith("journal:"):
         from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        storage: Any = JournalStorage(JournalFileBackend(url[len("journal:"):]))
-    else:
-        storage = url
+        Path(url[len("journal:"):]).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url[len("journal:"):]))
+    if url.startswith("sqlite"):
+        return url  # one process at a time (see distributed.refuse_sqlite)
+    from .distributed import GRACE, HEARTBEAT_INTERVAL, MAX_RETRY
+
+    try:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=int(HEARTBEAT_INTERVAL), grace_period=int(GRACE),
+            failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+    except Exception as exc:  # a bad URL, an unreachable server, a missing driver
+        raise ConfigError("storage", f"cannot open {url!r}: {exc}") from None
+
+
+def open_study(run: Run, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """Create or resume the study in its storage (a journal file by default)."""
+    url = run.storage_url
+    storage = make_storage(url)
     directions = [DIRECTIONS[o] for o in run.cfg.objectives]
     try:
         study = optuna.create_study(storage=storage, study_name=run.cfg.name, directions=directions,
@@ -190,6 +210,8 @@ def open_study(run: Run, sampler: optuna.samplers.BaseSampler | None = None) -> 
         raise ConfigError("objectives", f"the stored study {run.cfg.name!r} has other objectives; "
                           "use another name or output folder")
     study.set_metric_names([METRIC_NAMES[o] for o in run.cfg.objectives])
+    if "auxsearch" not in study.user_attrs:
+        study.set_user_attr("auxsearch", provenance(run))
     if not any(t.user_attrs.get("is_e2e") for t in study.get_trials(deepcopy=False)):
         study.enqueue_trial({}, user_attrs={"is_e2e": True, "enqueued": "e2e"})
         for name, design in _enqueued_designs(run):
@@ -197,26 +219,60 @@ def open_study(run: Run, sampler: optuna.samplers.BaseSampler | None = None) -> 
     return study
 
 
+def provenance(run: Run) -> dict:
+    """Package versions, device and the study file's hash, stored with the study."""
+    import hashlib
+    import platform
+
+    from . import __version__
+
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else (platform.processor() or "cpu")
+    return {"auxsearch": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
+            "python": platform.python_version(), "device": device, "study_file": str(run.path),
+            "study_file_sha256": hashlib.sha256(run.path.read_bytes()).hexdigest()}
+
+
 def finished(study: optuna.Study) -> int:
     done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     return len(study.get_trials(deepcopy=False, states=done))
 
 
+class SurplusTrial(RuntimeError):
+    """Raised in a trial the study no longer needs (recorded as FAIL with this reason)."""
+
+
 class Objective:
     """One trial: design -> (reuse | budget check | train) -> objective values."""
 
-    def __init__(self, run: Run, progress: bool = False) -> None:
-        self.run, self.progress = run, progress
+    def __init__(self, run: Run, progress: bool = False, n_trials: int | None = None, worker: int = 0,
+                 seed: int | None = None) -> None:
+        self.run, self.progress, self.n_trials, self.worker, self.seed = run, progress, n_trials, worker, seed
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        from .distributed import Heartbeat
+
+        trial.set_user_attr("worker", self.worker)
+        trial.set_user_attr("sampler_seed", self.seed)
         try:
-            return self._evaluate(trial)
+            self._refuse_surplus(trial)
+            with Heartbeat(trial):
+                return self._evaluate(trial)
         except optuna.TrialPruned:
             raise
         except Exception as exc:
             trial.set_user_attr("reason", f"{type(exc).__name__}: {exc}")
             trial.set_user_attr("traceback", traceback.format_exc()[-4000:])
             raise
+
+    def _refuse_surplus(self, trial: optuna.Trial) -> None:
+        """With parallel workers two may start the last trial at once: the higher number yields."""
+        if self.n_trials is None:
+            return
+        ahead = [t for t in trial.study.get_trials(deepcopy=False)
+                 if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+                 or (t.state == optuna.trial.TrialState.RUNNING and t.number < trial.number)]
+        if len(ahead) >= self.n_trials:
+            raise SurplusTrial(f"not needed: {len(ahead)} trials were finished or running when it started")
 
     def _design(self, trial: optuna.Trial) -> dict:
         if trial.user_attrs.get("is_e2e"):
@@ -233,13 +289,7 @@ class Objective:
             trial.set_user_attr(key, value)
         twin = _completed_twin(trial.study, h, trial.number)
         if twin is not None:
-            trial.set_user_attr("reused_from", twin.number)
-            for key in ("history", "seconds", "peak_memory_bytes", "reason"):
-                if key in twin.user_attrs:
-                    trial.set_user_attr(key, twin.user_attrs[key])
-            for key, value in twin.constraints.items():
-                trial.set_constraint(key, value)
-            return tuple(twin.values)
+            return self._reuse(trial, twin)
         simulated = None
         if run.budget is not None or run.cfg.memory.mode == "simulated":
             simulated = self._simulate(design)
@@ -248,25 +298,70 @@ class Objective:
             trial.set_constraint("memory_budget", float(simulated - run.budget))
             if simulated > run.budget:
                 trial.set_user_attr("reason", f"simulated peak {simulated} B exceeds the budget {run.budget} B")
-                return self._values(0.0, simulated, 0.0, design)
-        result = fit(design, train=run.cfg.train, data=run.data, progress="nested" if self.progress else False,
-                     on_epoch=self._pruner(trial, simulated))
+                return self._values(0.0, simulated, 0.0, 0)
+        try:
+            result, n_params = self._train(design, trial, simulated)
+        except NonFiniteLoss as exc:
+            trial.set_user_attr("reason", f"non-finite loss: {exc}")
+            raise optuna.TrialPruned(str(exc)) from None
+        except Exception as exc:
+            if not is_out_of_memory(exc):
+                raise
+            return self._out_of_memory(trial, design, exc, simulated)
         peak = simulated if run.cfg.memory.mode == "simulated" else result.peak_memory_bytes
         for key, value in (("history", result.history), ("seconds", result.seconds),
                            ("peak_memory_bytes", peak), ("device", result.device)):
             trial.set_user_attr(key, value)
         if result.stopped_early:
             raise optuna.TrialPruned(trial.user_attrs.get("reason", "dominated"))
-        return self._values(result.score, peak, result.seconds, design, result)
+        return self._values(result.score, peak, result.seconds, n_params)
+
+    def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+        """An identical design was trained before: record its result instead of training again."""
+        trial.set_user_attr("reused_from", twin.number)
+        for key in ("history", "seconds", "peak_memory_bytes", "reason"):
+            if key in twin.user_attrs:
+                trial.set_user_attr(key, twin.user_attrs[key])
+        for key, value in twin.constraints.items():
+            trial.set_constraint(key, value)
+        return tuple(twin.values)
+
+    def _train(self, design: dict, trial: optuna.Trial, simulated: int | None) -> tuple[TrainResult, int]:
+        run = self.run
+        on_epoch = self._pruner(trial, simulated)
+        device = resolve_device(run.cfg.train.device)
+        isolate = run.cfg.isolation == "subprocess" or (run.cfg.isolation == "auto" and device.type == "cuda")
+        trial.set_user_attr("isolated", isolate)
+        if isolate:
+            return fit_in_subprocess(design, run.cfg.train, resolve_data_cfg(run.cfg.data, run.path.parent),
+                                     run.path.parent, on_epoch)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        result = fit(design, train=run.cfg.train, data=run.data, progress="nested" if self.progress else False,
+                     on_epoch=on_epoch)
+        return result, sum(p.numel() for p in result.model.parameters())  # type: ignore[attr-defined]
+
+    def _out_of_memory(self, trial: optuna.Trial, design: dict, exc: Exception, simulated: int | None):
+        """Out of memory is a property of the design, not a crash: record it as infeasible."""
+        reached = getattr(exc, "reached", None) or peak_reached(str(resolve_device(self.run.cfg.train.device)))
+        if reached is None:
+            try:
+                reached = simulated if simulated is not None else self._simulate(design)
+            except Exception:  # the simulation may not fit either; the reason says what happened
+                reached = 0
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        trial.set_user_attr("reason", f"out of memory at about {reached} B: {str(exc)[:300]}")
+        trial.set_constraint("out_of_memory", 1.0)
+        return self._values(0.0, reached, 0.0, 0)
 
     def _simulate(self, design: dict) -> int:
         m = self.run.cfg.memory
         size = tuple(m.input_size) if m.input_size else None
         return memory.simulate(design, m.batch_size or self.run.cfg.train.batch_size, size, self.run.cfg.train)
 
-    def _values(self, score: float, peak: int, seconds: float, design: dict,
-                result: TrainResult | None = None) -> tuple[float, ...]:
-        extra = {"seconds": seconds, "params": float(_param_count(result)) if result else 0.0}
+    def _values(self, score: float, peak: int, seconds: float, n_params: int) -> tuple[float, ...]:
+        extra = {"seconds": seconds, "params": float(n_params)}
         return (score, float(peak), *(extra[o] for o in self.run.cfg.objectives[2:]))
 
     def _pruner(self, trial: optuna.Trial, simulated: int | None):
@@ -289,10 +384,6 @@ class Objective:
             return False
 
         return on_epoch
-
-
-def _param_count(result: TrainResult) -> int:
-    return sum(p.numel() for p in result.model.parameters())  # type: ignore[attr-defined]
 
 
 def _feasible(t: optuna.trial.FrozenTrial) -> bool:
@@ -325,32 +416,50 @@ def records(study: optuna.Study) -> list[dict]:
 
 
 def optimize(run: Run, study: optuna.Study, n_trials: int, timeout: float | None,
-             progress: bool = True, on_trial=None) -> int:
-    """Run trials until ``n_trials`` have finished (COMPLETE or PRUNED); returns how many ran now."""
+             progress: bool = True, worker: int = 0, seed: int | None = None) -> int:
+    """Run trials until ``n_trials`` have finished (COMPLETE or PRUNED); returns how many ran here.
+
+    Safe with other workers on the same storage: stale trials of dead workers
+    are failed and retried first, and a worker waits while the remaining
+    trials are running elsewhere.
+    """
     from tqdm.auto import tqdm
 
-    objective = Objective(run, progress)
+    from .distributed import HEARTBEAT_INTERVAL, reap_stale_trials
+
+    objective = Objective(run, progress, n_trials, worker, seed)
     start, ran, fails = time.perf_counter(), 0, 0
     bar = tqdm(total=n_trials, initial=finished(study), desc="trials", unit="trial", disable=not progress,
                dynamic_ncols=True)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    while finished(study) < n_trials:
-        if timeout is not None and time.perf_counter() - start > timeout:
+    while True:
+        reap_stale_trials(study)
+        done, running = finished(study), _count(study, optuna.trial.TrialState.RUNNING)
+        if done >= n_trials or (timeout is not None and time.perf_counter() - start > timeout):
             break
+        if done + running >= n_trials:  # the rest is running elsewhere; wait, a dead worker's trial comes back
+            time.sleep(min(HEARTBEAT_INTERVAL, 2.0))
+            continue
         study.optimize(objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
         ran += 1
         last = study.get_trials(deepcopy=False)[-1]
-        fails = fails + 1 if last.state == optuna.trial.TrialState.FAIL else 0
-        if on_trial is not None:
-            on_trial(study)
-        front = len([t for t in study.best_trials if _feasible(t)]) if finished(study) else 0
+        failed = last.state == optuna.trial.TrialState.FAIL and "not needed" not in str(last.user_attrs.get("reason"))
+        fails = fails + 1 if failed else 0
         bar.n = finished(study)
-        bar.set_postfix(front=front, last=f"#{last.number} {last.state.name.lower()}")
+        bar.set_postfix(front=_front_size(study), last=f"#{last.number} {last.state.name.lower()}")
         if fails >= 5:
             bar.close()
             raise ConfigError("", f"5 trials failed in a row; the last: {last.user_attrs.get('reason')}")
     bar.close()
     return ran
+
+
+def _count(study: optuna.Study, state: optuna.trial.TrialState) -> int:
+    return len(study.get_trials(deepcopy=False, states=(state,)))
+
+
+def _front_size(study: optuna.Study) -> int:
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return len([t for t in study.best_trials if _feasible(t)]) if done else 0
 
 
 def load_records(storage_url: str, name: str) -> list[dict]:

@@ -1,0 +1,7 @@
+"""``python -m auxsearch`` is the ``auxsearch`` command (worker processes start this way)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,78 @@
+"""Out of memory, NaN losses, errors and hard crashes: recorded with the right state, the study goes on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from auxsearch import study as study_mod
+from auxsearch.graph import save_design
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def fault_study(tmp_path: Path, mode: str, n_trials: int, **extra) -> Path:
+    backbone = {"python": "faulty_backbone:units", "args": {"mode": mode}}
+    split = {"backbone": backbone, "input_shape": [1, 8, 8], "num_classes": 10, "num_units": 4,
+             "splits": [2], "aux": [{"family": "dgl", "depth": 1, "width": 8}]}
+    save_design(split, tmp_path / "split_at_2.yaml")
+    raw = {"name": f"fault-{mode}", "data": {"name": "digits", "image_size": 8}, "backbone": backbone,
+           "search_space": {"modules": 2, "splits": "balanced", "families": ["dgl"], "depth": 1, "width": 8},
+           "train": {"epochs": 1, "batch_size": 128, "lr": 0.05}, "n_trials": n_trials,
+           "output": str(tmp_path / "run"), "enqueue": ["split_at_2.yaml"], "pruning": {"enabled": False}, **extra}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def run_study(path: Path) -> list[dict]:
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, run.cfg.n_trials, None, progress=False)
+    return study_mod.records(st)
+
+
+@pytest.fixture(autouse=True)
+def importable(monkeypatch):
+    monkeypatch.syspath_prepend(str(HERE))  # the hook imports faulty_backbone (spawned children inherit sys.path)
+
+
+@pytest.mark.parametrize("isolation", ["inprocess", "subprocess"])
+def test_out_of_memory_is_infeasible_with_the_memory_reached(tmp_path, isolation):
+    recs = run_study(fault_study(tmp_path, "oom", 2, isolation=isolation))
+    e2e, split = recs[0], recs[1]
+    assert e2e["is_e2e"] and e2e["state"] == "INFEASIBLE"
+    assert "out of memory" in e2e["reason"] and "can't allocate memory" in e2e["reason"]
+    assert e2e["peak_memory_bytes"] > 0  # the simulated peak of the step that did not fit
+    assert split["state"] == "COMPLETE" and split["score"] > 0
+
+
+def test_nan_loss_is_pruned_with_the_reason(tmp_path):
+    recs = run_study(fault_study(tmp_path, "nan", 2))
+    assert recs[0]["state"] == "PRUNED" and "non-finite loss" in recs[0]["reason"]
+    assert recs[1]["state"] == "COMPLETE"
+
+
+def test_an_error_fails_the_trial_with_its_traceback_and_the_study_goes_on(tmp_path):
+    path = fault_study(tmp_path, "error", 1)
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, 1, None, progress=False)
+    first = st.trials[0]
+    assert first.state.name == "FAIL"
+    assert "ValueError: the faulty unit raised on purpose" in first.user_attrs["reason"]
+    assert "faulty_backbone.py" in first.user_attrs["traceback"]
+    assert st.trials[1].state.name == "COMPLETE"
+
+
+def test_a_hard_crash_kills_only_the_trial_process(tmp_path):
+    path = fault_study(tmp_path, "kill", 1, isolation="subprocess")
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, 1, None, progress=False)
+    assert st.trials[0].state.name == "FAIL"
+    assert "process died" in st.trials[0].user_attrs["reason"]
+    assert st.trials[1].state.name == "COMPLETE"
