@@ -189,9 +189,11 @@ def make_storage(url: str) -> Any:
     from .distributed import GRACE, HEARTBEAT_INTERVAL, MAX_RETRY
 
     try:
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=int(HEARTBEAT_INTERVAL), grace_period=int(GRACE),
-            failed_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=int(HEARTBEAT_INTERVAL), grace_period=int(GRACE),
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY))
     except Exception as exc:  # a bad URL, an unreachable server, a missing driver
         raise ConfigError("storage", f"cannot open {url!r}: {exc}") from None
 
