@@ -9,9 +9,11 @@ depth follows AugLocal's pyramid, so later modules get shallower aux nets:
 
 with d the design's ``depth``, l = k the module index and tau in [0, 1].
 "Uniformly" is read as evenly spaced over the later units (first and last
-included), which is deterministic. Where a sampled unit expects other
-input channels than the running feature has, a 1x1 conv-BN-ReLU adapter
-is inserted: a choice of ours, so any backbone's units can be sampled.
+included), which is deterministic. Where a sampled unit expects another
+input than the running feature (units between them were skipped), an
+adapter stands in for them: average pooling for a skipped downsampling, a
+1x1 conv-BN-ReLU for a channel change. The adapter is our choice, so any
+backbone's units can be sampled at the resolution they have in it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,22 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import AuxContext, AuxNet, clone_module, conv_bn_relu, reset_parameters
+
+
+def adapter(have: tuple, need: tuple) -> list[nn.Module]:
+    """Layers that turn a (C, H, W) feature into the input a sampled unit expects.
+
+    A skipped downsampling unit is stood in for by average pooling, so a
+    sampled unit runs at the resolution it has in the backbone (not at the
+    early module's higher one, which would cost more memory than the
+    backbone itself); a channel change by a 1x1 conv-BN-ReLU.
+    """
+    layers: list[nn.Module] = []
+    if len(have) == 3 and len(need) == 3 and have[1] > need[1] and have[1] % need[1] == 0:
+        layers.append(nn.AvgPool2d(have[1] // need[1]))
+    if have[0] != need[0]:
+        layers += conv_bn_relu(have[0], need[0])
+    return layers
 
 
 def pyramid_depth(depth: int, module: int, num_modules: int, tau: float) -> int:
@@ -42,13 +60,12 @@ class AugmentAux(AuxNet):
         self.depth = pyramid_depth(depth, ctx.module, ctx.num_modules, tau)
         self.sampled = sample_units(later, self.depth)
         layers: list[nn.Module] = []
-        c = ctx.feature_shape[0]
+        shape = tuple(ctx.feature_shape)
         for j in self.sampled:
-            need = ctx.unit_in_shapes[j][0]
-            if need != c:
-                layers += conv_bn_relu(c, need)
+            layers += adapter(shape, tuple(ctx.unit_in_shapes[j]))
             layers.append(reset_parameters(clone_module(ctx.units[j])))
-            c = ctx.unit_out_shapes[j][0]
+            shape = tuple(ctx.unit_out_shapes[j])
+        c = shape[0]
         self.body = nn.Sequential(*layers)
         self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, ctx.num_classes))
 
