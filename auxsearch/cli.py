@@ -80,6 +80,7 @@ def _add_run_readers(sub) -> None:
     pick.add_argument("--max-memory", help="the best-scoring Pareto design within this peak (e.g. 2MiB)")
     pick.add_argument("--knee", action="store_true", help="the knee of the Pareto front")
     pick.add_argument("--best-score", action="store_true", help="the best-scoring design (default)")
+    p.add_argument("--allow-dominated", action="store_true", help="with --trial: accept a trial off the front")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("validate", help="check a study file and its search space; trains nothing")
     p.add_argument("study", type=Path)
@@ -291,7 +292,7 @@ def cmd_export(args) -> int:
 
     budget = parse_bytes("--max-memory", args.max_memory) if args.max_memory else None
     rec, path = export(args.run_dir, args.output, trial=args.trial, max_memory=budget, knee=args.knee,
-                       best_score=args.best_score)
+                       best_score=args.best_score, allow_dominated=args.allow_dominated)
     print(f"wrote {path}: trial {rec['number']}, K = {rec['K']}, score {rec['score']:.4f}, "
           f"peak {_mib(rec['peak_memory_bytes'])}; train it with `auxsearch train {path}`")
     return 0

@@ -11,7 +11,7 @@ from .rundir import load_run, recipe_design
 
 
 def choose(records: list[dict], *, trial: int | None = None, max_memory: int | None = None,
-           knee: bool = False, best_score: bool = False) -> dict:
+           knee: bool = False, best_score: bool = False, allow_dominated: bool = False) -> dict:
     """The record a user asked for: a trial number, or a rule over the Pareto front."""
     front = report.pareto_front(records)
     if not front:
@@ -22,6 +22,10 @@ def choose(records: list[dict], *, trial: int | None = None, max_memory: int | N
             raise ConfigError("--trial", f"no trial {trial} in this run (trials 0..{len(records) - 1})")
         if match[0]["state"] != "COMPLETE" or match[0]["design"] is None:
             raise ConfigError("--trial", f"trial {trial} is {match[0]['state'].lower()}, not a completed design")
+        if not allow_dominated and all(r["number"] != trial for r in front):
+            on_front = ", ".join(str(r["number"]) for r in front)
+            raise ConfigError("--trial", f"trial {trial} is not on the Pareto front (trials {on_front}); "
+                              "add --allow-dominated to export it anyway")
         return match[0]
     if max_memory is not None:
         fits = [r for r in front if r["peak_memory_bytes"] <= max_memory]

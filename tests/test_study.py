@@ -196,3 +196,25 @@ def test_sequential_search_is_reproducible(tmp_path):
         study_mod.optimize(run, st, 4, None, progress=False)
         params.append([(r["params"], r["score"]) for r in study_mod.records(st)])
     assert params[0] == params[1]
+
+
+def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path, capsys):
+    _, run = quick_run
+    pareto = yaml.safe_load((run / "pareto.yaml").read_text())
+    on_front = {e["trial"] for e in pareto["front"]}
+    rows = list(csv.DictReader((run / "trials.csv").open()))
+    off = [int(r["number"]) for r in rows if r["state"] == "COMPLETE" and int(r["number"]) not in on_front]
+    if not off:
+        pytest.skip("every completed trial of this tiny run is on the front")
+    out = tmp_path / "d.yaml"
+    assert main(["export", str(run), "--trial", str(off[0]), "-o", str(out)]) == 2
+    assert "not on the Pareto front" in capsys.readouterr().err
+    assert main(["export", str(run), "--trial", str(off[0]), "--allow-dominated", "-o", str(out)]) == 0
+
+
+def test_export_with_no_completed_trial_says_so(tmp_path, capsys):
+    path = write_study(tmp_path, memory={"mode": "measured", "budget": "1KiB"}, n_trials=1, enqueue=[])
+    assert main(["run", str(path), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "x.yaml")]) == 2
+    assert "no completed trial" in capsys.readouterr().err
