@@ -16,11 +16,11 @@ from pathlib import Path
 import optuna
 import pytest
 import yaml
+from test_study import write_study as tiny_study
 
 from auxsearch.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-SPACE = ROOT / "search_spaces" / "quickstart.yaml"
 DESIGNS = ROOT / "studies" / "designs"
 PREFIX = "auxsearch: error: "
 KNOWN_FAMILIES = ("augment", "dgl", "infopro", "momentum")
@@ -56,15 +56,8 @@ def assert_user_error(argv: list, capsys, *needles: str) -> None:
 
 
 def write_study(folder: Path, **overrides) -> Path:
-    """A tiny valid study (quickstart, 1 epoch at 8x8), with top-level keys replaced."""
-    folder.mkdir(parents=True, exist_ok=True)
-    raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
-    raw.update(search_space=str(SPACE), output=str(folder / "run"), n_trials=2,
-               train={**raw["train"], "epochs": 1}, data={**raw["data"], "image_size": 8})
-    raw.update(overrides)
-    path = folder / "study.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
+    """A tiny valid study (quickstart, 1 epoch at 8x8, 2 trials), with top-level keys replaced."""
+    return tiny_study(folder, **{"n_trials": 2, **overrides})
 
 
 TINY_DESIGN = {
