@@ -150,7 +150,7 @@ def header(load_start: float) -> list[str]:
 
 def report(mem_rows: list[dict], train_rows: list[dict], quick: bool, load_start: float) -> str:
     lines = header(load_start) + [f"## 1. Peak training memory, CIFAR ResNet-110 (55 units), batch {BATCH}", "",
-                        "Simulated with `auxsearch.memory.simulate` (FakeTensorMode + allocator-level tracker, one "
+                        "Simulated with `auxsearch.memory.simulate` (FakeTensorMode + live-storage counter LiveBytes, one "
                         "SGD-momentum step, default TrainConfig); floor from `auxsearch.memory.floor`. Aux nets: "
                         "depth 2, width 64, family defaults; split points evenly spaced over the 55 units.", ""]
     lines += memory_table(mem_rows) + ["", memory_verdict(mem_rows), ""] + published_table()
@@ -159,7 +159,7 @@ def report(mem_rows: list[dict], train_rows: list[dict], quick: bool, load_start
               "## 2. Accuracy on digits (CPU, each design's own recipe"
               + (", --quick: 2 epochs)" if quick else ")"), "",
               "Seconds are wall time of the whole `fit` call (data, build, train, evaluation); peak memory is the "
-              "measured first step (CPU allocator-level tracker).", ""]
+              "measured first step (CPU live-storage counter LiveBytes).", ""]
     return "\n".join(lines + train_table(train_rows) + [""] + train_verdicts(train_rows)) + "\n"
 
 

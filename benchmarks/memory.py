@@ -155,8 +155,8 @@ def checks(rows: list[dict]) -> list[str]:
 
 def report(rows: list[dict], quick: bool) -> str:
     intro = (f"Peak bytes of one full training step (SGD momentum, default TrainConfig) at batch {BATCH}, input "
-             "3x32x32, 10 classes, simulated with `auxsearch.memory.simulate` (FakeTensorMode + allocator-level "
-             "tracker); floor from `auxsearch.memory.floor` (weights + grads + optimizer state + batch + the "
+             "3x32x32, 10 classes, simulated with `auxsearch.memory.simulate` (FakeTensorMode + the live-storage counter LiveBytes"
+             "); floor from `auxsearch.memory.floor` (weights + grads + optimizer state + batch + the "
              "largest stage's saved activations). Aux nets: depth 2, width 64, family defaults (momentum: dgl "
              "head). Split rules: `even` spaces the split points evenly over the unit indices; `balanced` is "
              "`auxsearch.space.balanced_splits` on each unit's output size. Where both rules give the same splits "
