@@ -147,7 +147,8 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = spec("tpe", choices=("tpe", "nsga2", "random", "gp", "grid"), help="Optuna sampler")
+    name: str = spec("tpe", choices=("tpe", "nsga2", "random", "gp", "grid"),
+                     help="Optuna sampler (nsga2 currently acts as random search: see docs/results.md)")
     seed: int = spec(0, "must be >= 0", non_negative, help="sampler seed (sequential runs are reproducible)")
     n_startup_trials: int = spec(6, "must be >= 0", non_negative, help="tpe/gp: random trials before modelling")
     population_size: int = spec(12, "must be >= 2", lambda v: v >= 2, help="nsga2: population size")
