@@ -266,7 +266,8 @@ def cmd_show(args) -> int:
 
     meta, records = rundir.load_run(args.run_dir)
     if args.json:
-        e2e = rundir.e2e_record(records)
+        e2e = report.e2e_record(records)
+        e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
         counts: dict[str, int] = {}
         for r in records:
             counts[r["state"]] = counts.get(r["state"], 0) + 1

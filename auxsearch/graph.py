@@ -111,7 +111,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
             raise ConfigError(k, "missing (required)")
     if design.get("version", VERSION) != VERSION:
         raise ConfigError("version", f"unsupported design version {design['version']!r}; this auxsearch reads {VERSION}")
-    out: dict[str, Any] = {"version": VERSION, "backbone": _backbone(design["backbone"])}
+    out: dict[str, Any] = {"version": VERSION, "backbone": canonical_backbone(design["backbone"])}
     shape = design["input_shape"]
     if not (isinstance(shape, list | tuple) and len(shape) == 3):
         raise ConfigError("input_shape", f"must be [channels, height, width], got {shape!r}")
@@ -132,7 +132,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
     return out
 
 
-def _backbone(b: Any) -> dict[str, Any]:
+def canonical_backbone(b: Any) -> dict[str, Any]:
     """``{name, args}``; ``{python: "module:function", args}`` is kept as name ``python:module:function``."""
     if isinstance(b, str):
         b = {"name": b}

@@ -35,8 +35,6 @@ from . import engine
 from .config import TrainConfig
 from .graph import as_design
 
-MEMORY_MODES = ("measured", "simulated")
-
 
 class LiveBytes(TorchDispatchMode):
     """Counts the bytes of every live tensor storage, and their peak, at O(1) per operator.

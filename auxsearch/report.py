@@ -22,7 +22,7 @@ import plotly.graph_objects as go
 
 from .errors import AuxsearchError, ConfigError
 
-__all__ = ["families", "hypervolume_2d", "hypervolume_history", "knee", "pareto_front", "pareto_table",
+__all__ = ["e2e_record", "families", "hypervolume_2d", "hypervolume_history", "knee", "pareto_front", "pareto_table",
            "reference_point", "write_report"]
 
 MIB = float(2**20)
@@ -147,7 +147,7 @@ def _k(r: Record) -> int | None:
     return r.get("K") or (len(splits) + 1 if isinstance(splits, list) else 1 if r.get("is_e2e") else None)
 
 
-def _e2e(records: Iterable[Record]) -> Record | None:
+def e2e_record(records: Iterable[Record]) -> Record | None:
     """The end-to-end reference: the first COMPLETE one, else the first with a peak."""
     cands = [r for r in records if r.get("is_e2e") and _finite(r.get("peak_memory_bytes"))]
     cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
@@ -161,7 +161,7 @@ def _num(x: Any, spec: str = ".4f", scale: float = 1.0) -> str:
 def _table_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list[tuple[list[str], str]]]:
     """Header and ``(cells, note)`` rows: the front plus the E2E reference, by memory."""
     front = pareto_front(records)
-    e2e = _e2e(records)
+    e2e = e2e_record(records)
     on_front = {r["number"] for r in front}
     rows = list(front) + ([e2e] if e2e is not None and e2e["number"] not in on_front else [])
     rows.sort(key=lambda r: (r["peak_memory_bytes"], r["number"]))
@@ -236,7 +236,7 @@ _LAYERS = {  # legend name -> scatter style, drawn in this order
 def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figure:
     """Score against peak memory: all trials, the front, E2E, pruned and infeasible ones."""
     metric = str(meta.get("metric", "score"))
-    done, front, e2e = _scored(records), pareto_front(records), _e2e(records)
+    done, front, e2e = _scored(records), pareto_front(records), e2e_record(records)
     located = [r for r in records if _finite(r.get("peak_memory_bytes"))]
     pruned = [r for r in located if r.get("state") == "PRUNED"]
     ys = [y for y in map(_y, done + pruned) if y is not None] or [0.0, 1.0]

@@ -92,13 +92,9 @@ def write_outputs(out_dir: Path, meta: dict, records: list[dict]) -> dict[str, P
     return paths
 
 
-def e2e_record(records: list[dict]) -> dict | None:
-    done = [r for r in records if r["is_e2e"] and r["state"] == "COMPLETE"]
-    return done[0] if done else None
-
-
 def _write_pareto(path: Path, meta: dict, records: list[dict], front: list[dict]) -> Path:
-    e2e = e2e_record(records)
+    e2e = report.e2e_record(records)
+    e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
     ref = e2e["peak_memory_bytes"] if e2e else None
 
     def entry(r: dict) -> dict:

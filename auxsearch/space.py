@@ -15,7 +15,7 @@ Parameter names are stable and readable: ``K``, ``split_1`` .. ``split_{K-1}``,
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -225,7 +225,3 @@ def _suggest_aux(trial, space: SearchSpace, prefix: str) -> dict:
     if family == "dgl" or (family == "momentum" and entry["head"] == "dgl"):
         entry["pool"] = space.dim("pool").suggest(trial, f"{prefix}pool")
     return entry
-
-
-def space_fields() -> list[str]:
-    return [f.name for f in fields(SearchSpace)] + list(_DIMS)

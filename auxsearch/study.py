@@ -11,6 +11,7 @@ always the first trial.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 import traceback
@@ -28,14 +29,14 @@ from .backbones import create_units
 from .config import StudyConfig, from_mapping, parse_bytes
 from .engine import end_to_end, resolve_device, trace_shapes
 from .errors import ConfigError
-from .graph import as_design, design_hash, load_design, normalize
+from .graph import as_design, canonical_backbone, design_hash, load_design, normalize
 from .isolation import fit_in_subprocess, is_out_of_memory, peak_reached
 from .space import SearchSpace, balanced_splits, check_space, load_space, suggest_design
 from .tasks import ImageData, load_image_data
 from .training import NonFiniteLoss, TrainResult, fit, resolve_data_cfg
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar says what matters
-warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# Optuna flags its multivariate TPE, metric names and heartbeats as experimental; we rely on them on purpose.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"auxsearch\.")
 
 METRIC_NAMES = {"score": "accuracy", "memory": "peak_memory_bytes", "seconds": "seconds", "params": "parameters"}
 DIRECTIONS = {"score": "maximize", "memory": "minimize", "seconds": "minimize", "params": "minimize"}
@@ -79,10 +80,10 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
     path = Path(path).resolve()
     cfg = load_study_config(path)
     if storage:
-        cfg = _replace(cfg, storage=storage)
+        cfg = dataclasses.replace(cfg, storage=storage)
     base_dir = path.parent
     data = load_image_data(resolve_data_cfg(cfg.data, base_dir))
-    bb = _backbone(cfg.backbone)
+    bb = canonical_backbone(cfg.backbone)
     units = create_units(bb["name"], data.in_chans, bb["args"])
     shape = [data.in_chans, data.image_size, data.image_size]
     base = normalize({"backbone": bb, "input_shape": shape, "num_classes": data.num_classes,
@@ -98,18 +99,6 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
     run = Run(cfg, path, out_dir.resolve(), space, base, [float(math.prod(o)) for o in outs], data, budget)
     _enqueued_designs(run)  # checks names and files
     return run
-
-
-def _backbone(raw: dict) -> dict:
-    from .graph import _backbone as canonical
-
-    return canonical(raw)
-
-
-def _replace(cfg: StudyConfig, **kw) -> StudyConfig:
-    import dataclasses
-
-    return dataclasses.replace(cfg, **kw)
 
 
 PUBLISHED = {  # name -> (K, aux entry); split points balanced by activation memory
@@ -143,6 +132,12 @@ def _enqueued_designs(run: Run) -> list[tuple[str, dict]]:
 
 
 def make_sampler(run: Run, worker_seed_offset: int = 0) -> optuna.samplers.BaseSampler:
+    with warnings.catch_warnings():  # TPE's `group` is flagged experimental; we need it for conditional spaces
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _sampler(run, worker_seed_offset)
+
+
+def _sampler(run: Run, worker_seed_offset: int) -> optuna.samplers.BaseSampler:
     s = run.cfg.sampler
     seed = s.seed + worker_seed_offset
     if s.name == "tpe":
@@ -429,6 +424,7 @@ def optimize(run: Run, study: optuna.Study, n_trials: int, timeout: float | None
 
     from .distributed import HEARTBEAT_INTERVAL, reap_stale_trials
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own progress bar says what matters
     objective = Objective(run, progress, n_trials, worker, seed)
     start, ran, fails = time.perf_counter(), 0, 0
     bar = tqdm(total=n_trials, initial=finished(study), desc="trials", unit="trial", disable=not progress,

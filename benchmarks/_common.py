@@ -70,6 +70,16 @@ def write_section(name: str, body: str) -> Path:
     return RESULTS
 
 
+# InfoPro (Wang et al. ICLR'21) Table 3: ResNet-110, CIFAR-10, batch 1024, Titan Xp, GB.
+INFOPRO_TABLE3 = [("E2E", 9.40), ("InfoPro* K=2", 5.38), ("InfoPro* K=3", 4.22), ("InfoPro* K=4", 3.52),
+                  ("gradient checkpointing", 3.91)]
+
+
+def even_splits(n: int, k: int) -> list[int]:
+    """K - 1 split points evenly spaced over ``n`` unit indices (round half up: 55, K=4 -> [14, 28, 41])."""
+    return [int(n * i / k + 0.5) for i in range(1, k)]
+
+
 def markdown_table(header: list[str], rows: list[list]) -> str:
     out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]

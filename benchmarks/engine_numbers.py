@@ -8,16 +8,12 @@ Run: ``python benchmarks/engine_numbers.py`` (``--quick``: 2 epochs per digits r
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
-import platform
-import shlex
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import torch
+from _common import INFOPRO_TABLE3, even_splits, provenance
 
 from auxsearch import memory
 from auxsearch.graph import from_graph, load_design
@@ -28,20 +24,13 @@ DESIGNS = ROOT / "studies" / "designs"
 GIB, MIB = 2**30, 2**20
 BATCH = 1024
 K4_DGL_TARGET = 0.45
-# InfoPro (Wang et al. ICLR'21) Table 3: ResNet-110, CIFAR-10, batch 1024, Titan Xp, GB.
-PUBLISHED = [("E2E", 9.40), ("InfoPro* K=2", 5.38), ("InfoPro* K=3", 4.22), ("InfoPro* K=4", 3.52),
-             ("gradient checkpointing", 3.91)]
+PUBLISHED = INFOPRO_TABLE3
 DIGITS = ["digits_e2e", "digits_man_k4", "digits_dgl_k4", "digits_infopro_k2", "digits_auglocal_k4"]
-
-
-def balanced_splits(num_units: int, k: int) -> list[int]:
-    """K - 1 split points evenly spaced over the units (round half up: 55, K=4 -> [14, 28, 41])."""
-    return [int(num_units * i / k + 0.5) for i in range(1, k)]
 
 
 def resnet110(k: int, family: str = "dgl") -> dict:
     return {"backbone": "resnet110", "input_shape": [3, 32, 32], "num_classes": 10, "num_units": 55,
-            "splits": balanced_splits(55, k), "aux": [{"family": family, "depth": 2, "width": 64}] * (k - 1)}
+            "splits": even_splits(55, k), "aux": [{"family": family, "depth": 2, "width": 64}] * (k - 1)}
 
 
 def memory_cases() -> list[tuple[str, dict]]:
@@ -120,36 +109,8 @@ def train_verdicts(rows: list[dict]) -> list[str]:
     return [f"- Target {text} -> {'MET' if ok else 'MISSED'}" for text, ok in checks]
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def version(pkg: str) -> str:
-    try:
-        return metadata.version(pkg)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def header(load_start: float) -> list[str]:
-    pkgs = ", ".join(f"{p} {version(p)}" for p in ("torch", "torchvision", "timm", "auxsearch"))
-    return ["# Engine numbers", "",
-            f"- command: `{shlex.join(['python', *sys.argv])}`",
-            f"- date (UTC): {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M:%S}",
-            f"- device: {cpu_model()}, torch.get_num_threads() = {torch.get_num_threads()}",
-            f"- 1-min load average at start / end: {load_start:.2f} / {os.getloadavg()[0]:.2f} "
-            "(other processes on these cores inflate the seconds)",
-            f"- versions: python {platform.python_version()}, {pkgs}", ""]
-
-
-def report(mem_rows: list[dict], train_rows: list[dict], quick: bool, load_start: float) -> str:
-    lines = header(load_start) + [f"## 1. Peak training memory, CIFAR ResNet-110 (55 units), batch {BATCH}", "",
+def report(mem_rows: list[dict], train_rows: list[dict], quick: bool) -> str:
+    lines = ["# Engine numbers", "", provenance(), "", f"## 1. Peak training memory, CIFAR ResNet-110 (55 units), batch {BATCH}", "",
                         "Simulated with `auxsearch.memory.simulate` (FakeTensorMode + live-storage counter LiveBytes, one "
                         "SGD-momentum step, default TrainConfig); floor from `auxsearch.memory.floor`. Aux nets: "
                         "depth 2, width 64, family defaults; split points evenly spaced over the 55 units.", ""]
@@ -169,13 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results-engine.md", help="markdown file to write")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
-    load_start = os.getloadavg()[0]
     mem_rows = [memory_row(name, d) for name, d in memory_cases()]
     print("\n".join(memory_table(mem_rows) + ["", memory_verdict(mem_rows), ""] + published_table()), flush=True)
     train_rows = [train_row(name, args.quick) for name in DIGITS]
     print("\n".join([""] + train_table(train_rows) + [""] + train_verdicts(train_rows)), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(report(mem_rows, train_rows, args.quick, load_start))
+    args.out.write_text(report(mem_rows, train_rows, args.quick))
     print(f"\nwrote {args.out}")
     return 0
 

@@ -18,7 +18,7 @@ import time
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import torch  # noqa: E402
-from _common import markdown_table, provenance, write_section  # noqa: E402
+from _common import INFOPRO_TABLE3, even_splits, markdown_table, provenance, write_section  # noqa: E402
 
 from auxsearch import memory  # noqa: E402
 from auxsearch.backbones import create_units  # noqa: E402
@@ -30,15 +30,8 @@ BATCH = 1024
 NETWORKS = {"resnet32": 16, "resnet110": 55}
 FAMILIES = ("dgl", "infopro", "augment", "momentum")
 K4_TARGET, FLOOR_TARGET, CUDA_TARGET = 0.40, 1.15, 5.0
-# InfoPro (Wang et al. ICLR'21) Table 3: ResNet-110, CIFAR-10, batch 1024, Titan Xp, GB.
-PUBLISHED = [("E2E", 9.40), ("InfoPro* K=2", 5.38), ("InfoPro* K=3", 4.22), ("InfoPro* K=4", 3.52),
-             ("gradient checkpointing", 3.91)]
+PUBLISHED = INFOPRO_TABLE3
 CUDA = torch.cuda.is_available()
-
-
-def even_splits(n: int, k: int) -> list[int]:
-    """K - 1 split points evenly spaced over the unit indices (round half up)."""
-    return [int(n * i / k + 0.5) for i in range(1, k)]
 
 
 def unit_costs(network: str) -> list[float]:

@@ -198,18 +198,23 @@ def test_sequential_search_is_reproducible(tmp_path):
     assert params[0] == params[1]
 
 
-def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path, capsys):
-    _, run = quick_run
-    pareto = yaml.safe_load((run / "pareto.yaml").read_text())
-    on_front = {e["trial"] for e in pareto["front"]}
-    rows = list(csv.DictReader((run / "trials.csv").open()))
-    off = [int(r["number"]) for r in rows if r["state"] == "COMPLETE" and int(r["number"]) not in on_front]
-    if not off:
-        pytest.skip("every completed trial of this tiny run is on the front")
+def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path):
+    from auxsearch.errors import ConfigError
+    from auxsearch.export import choose
+
+    def rec(number, score, peak):
+        return {"number": number, "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
+                "design": {"splits": []}, "is_e2e": number == 0}
+
+    records = [rec(0, 0.95, 100), rec(1, 0.90, 50), rec(2, 0.85, 80)]  # trial 2 is dominated by trial 1
+    with pytest.raises(ConfigError, match="not on the Pareto front"):
+        choose(records, trial=2)
+    assert choose(records, trial=2, allow_dominated=True)["number"] == 2
+    assert choose(records, trial=1)["number"] == 1
+    _, run = quick_run  # and the flag reaches export through the command line
+    front = yaml.safe_load((run / "pareto.yaml").read_text())["front"]
     out = tmp_path / "d.yaml"
-    assert main(["export", str(run), "--trial", str(off[0]), "-o", str(out)]) == 2
-    assert "not on the Pareto front" in capsys.readouterr().err
-    assert main(["export", str(run), "--trial", str(off[0]), "--allow-dominated", "-o", str(out)]) == 0
+    assert main(["export", str(run), "--trial", str(front[0]["trial"]), "--allow-dominated", "-o", str(out)]) == 0
 
 
 def test_export_with_no_completed_trial_says_so(tmp_path, capsys):

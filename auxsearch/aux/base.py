@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import copy
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ class AuxContext:
     next_start: int  # index of the first unit of module k + 1
 
 
-class AuxNet(nn.Module):
+class AuxNet(nn.Module, abc.ABC):
     """An auxiliary network: module k's output in, a scalar local loss out.
 
     ``ema_source`` is the index of the backbone unit whose parameters
@@ -34,8 +35,9 @@ class AuxNet(nn.Module):
 
     ema_source: int | None = None
 
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:  # pragma: no cover
-        raise NotImplementedError
+    @abc.abstractmethod
+    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+        """Module k's output, the raw image and the labels in; the scalar local loss out."""
 
     def after_backward(self, source: nn.Module | None) -> None:
         """Called right after module k's ``backward()``; the EMA update lives here."""

@@ -8,6 +8,4 @@ from __future__ import annotations
 
 from .classification_data import DATASETS, ImageData, load_image_data
 
-TASKS = {"classification": "accuracy"}  # task name -> the metric it reports
-
-__all__ = ["DATASETS", "TASKS", "ImageData", "load_image_data"]
+__all__ = ["DATASETS", "ImageData", "load_image_data"]
