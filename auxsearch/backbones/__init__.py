@@ -74,4 +74,5 @@ def _python_hook(target: str) -> BackboneFactory:
 
 
 from . import cifar_resnet as _cifar_resnet  # noqa: E402,F401  (fills the registry)
+from . import edsr as _edsr  # noqa: E402,F401
 from .timm_models import timm_units  # noqa: E402

@@ -35,6 +35,9 @@ class ImageData:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    collate: Callable | None = None  # DataLoader collate_fn (detection: images stacked, targets a list)
+    scale: int = 1  # super-resolution: high-resolution side / low-resolution side
+    eval_batch_size: int | None = None  # set when test items differ in size (whole SR images: 1)
 
 
 # ---------------------------------------------------------------- config checks
@@ -219,16 +222,26 @@ DATASETS: dict[str, Callable[[Mapping, str], ImageData]] = {
 }
 
 
+def pick_dataset(registry: Mapping[str, Callable[[Mapping, str], ImageData]], cfg: Mapping | None,
+                 key: str, default: str, what: str = "") -> ImageData:
+    """Call the loader of ``registry`` that ``cfg['name']`` (default ``default``) names.
+
+    Every task's data module dispatches through here, so a missing or unknown name reads the
+    same everywhere; the name is passed on so key checks can say which data set they mean.
+    """
+    cfg = {} if cfg is None else cfg
+    if not isinstance(cfg, Mapping):
+        raise ConfigError(key, f"must be a mapping with a 'name' key, got {cfg!r}")
+    name = cfg.get("name", default)
+    if not isinstance(name, str) or name not in registry:
+        raise ConfigError(f"{key}.name", f"unknown {what}data set {name!r}; known: {known(registry)}")
+    return registry[name]({"name": name, **cfg}, key)
+
+
 def load_image_data(cfg: Mapping | None, key: str = "data") -> ImageData:
     """Build the data set that ``cfg`` (the ``data`` section of a design) names.
 
     ``name`` defaults to ``digits``; every mistake is a :class:`ConfigError` whose key is a dotted
     path below ``key``.
     """
-    cfg = {} if cfg is None else cfg
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(key, f"must be a mapping with a 'name' key, got {cfg!r}")
-    name = cfg.get("name", "digits")
-    if not isinstance(name, str) or name not in DATASETS:
-        raise ConfigError(f"{key}.name", f"unknown data set {name!r}; known: {known(DATASETS)}")
-    return DATASETS[name](cfg, key)
+    return pick_dataset(DATASETS, cfg, key, "digits")
