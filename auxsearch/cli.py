@@ -153,14 +153,22 @@ def cmd_memory(args) -> int:
         e2e = memory.measure(end_to_end(design), args.batch_size, size, cfg, args.device)
     out = {"design_hash": design_hash(design), "memory_mode": args.mode, "batch_size": args.batch_size,
            "input_shape": [design["input_shape"][0], *(size or design["input_shape"][1:])],
-           "peak_bytes": peak, "floor_bytes": memory.floor(design, args.batch_size, size, cfg),
+           "peak_bytes": peak,
+           "floor_bytes": memory.floor(design, args.batch_size, size, cfg) if _simulatable(design) else None,
            "e2e_peak_bytes": e2e, "ratio_to_e2e": peak / e2e}
     if args.json:
         print(json.dumps(out))
     else:
-        print(f"peak {_mib(peak)} ({args.mode}), floor {_mib(out['floor_bytes'])}, end-to-end {_mib(e2e)}: "
+        floor = _mib(out["floor_bytes"]) if out["floor_bytes"] is not None else "n/a for this task"
+        print(f"peak {_mib(peak)} ({args.mode}), floor {floor}, end-to-end {_mib(e2e)}: "
               f"{out['ratio_to_e2e']:.2f}x of end-to-end at batch {args.batch_size}")
     return 0
+
+
+def _simulatable(design: dict) -> bool:
+    from .tasks import get_task
+
+    return get_task(design["task"]["name"]).simulatable
 
 
 def cmd_draw(args) -> int:
@@ -309,7 +317,7 @@ def cmd_validate(args) -> int:
         build(d)
     dims = {k: v.values() for k, v in run.space.dims.items() if not v.is_fixed()}
     print(f"{args.study}: ok. backbone {run.base['backbone']['name']} ({run.base['num_units']} units), "
-          f"data {run.cfg.data.get('name', 'digits')} ({len(run.data.train)} train / {len(run.data.test)} test), "
+          f"task {run.base['task']['name']}, data {run.cfg.data.get('name', 'default')} ({len(run.data.train)} train / {len(run.data.test)} test), "
           f"sampler {run.cfg.sampler.name}, {run.cfg.n_trials} trials, storage {run.storage_url}; "
           f"searched: {', '.join(f'{k} {v}' for k, v in dims.items())}; 5 sampled designs build.")
     return 0

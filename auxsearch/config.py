@@ -175,7 +175,8 @@ class StudyConfig:
     """A study file (``studies/*.yaml``). Paths are relative to the file."""
 
     name: str = spec("study", help="study name (Optuna study name, report title)")
-    task: str = spec("classification", choices=("classification",), help="the task trained")
+    task: Any = spec("classification", help="classification, detection, superres or segmentation; "
+                     "or {name, args} with the task's head arguments")
     data: dict = spec({"name": "digits"}, help="data set block (see the data set reference)")
     backbone: dict = spec({"name": "resnet20"}, help="{name, args}: the network being split")
     search_space: Any = spec("../search_spaces/quickstart.yaml", help="a search_spaces/*.yaml path or an inline mapping")

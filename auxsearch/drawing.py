@@ -14,6 +14,8 @@ import plotly.graph_objects as go
 
 from .graph import as_design, to_graph
 
+# Edge colours by kind: forward data flow, EMA copy, feature-bank read, global end (real head).
+EDGE_COLORS = {"data": "#888", "ema": "#8E44AD", "bank": "#17A589", "global": "#D35400"}
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D")
 
 
@@ -45,11 +47,12 @@ def design_figure(design: Any, title: str | None = None) -> go.Figure:
     fig = go.Figure()
     for u, v, e in g.edges(data=True):
         (x0, y0), (x1, y1) = xy[u], xy[v]
-        ema = e["kind"] == "ema"
+        wiring = e["kind"] != "data"
         fig.add_annotation(x=x1, y=y1, ax=x0, ay=y0, xref="x", yref="y", axref="x", ayref="y",
-                           showarrow=True, arrowhead=2, arrowwidth=1.5 if ema else 1,
-                           arrowcolor="#8E44AD" if ema else "#888", standoff=8, startstandoff=8)
-        if e.get("detach"):
+                           showarrow=True, arrowhead=2, arrowwidth=1.5 if wiring else 1,
+                           arrowcolor=EDGE_COLORS.get(e["kind"], "#888"), standoff=8, startstandoff=8,
+                           hovertext=f"{e['kind']} edge {u} -> {v}")
+        if e.get("detach") and e["kind"] == "data":
             fig.add_shape(type="line", x0=(x0 + x1) / 2, x1=(x0 + x1) / 2, y0=-0.5, y1=0.5,
                           line={"color": "#E45756", "dash": "dash", "width": 2})
     for kind, symbol, size in (("input", "diamond", 16), ("unit", "square", 14), ("aux", "circle", 20),
@@ -66,8 +69,11 @@ def design_figure(design: Any, title: str | None = None) -> go.Figure:
             textposition="bottom center" if kind == "aux" else "top center",
             hovertext=[f"<b>{n}</b><br>{_label(a)}" for n, a in nodes], hoverinfo="text", name=kind))
     k = len(d["splits"]) + 1
+    fig.add_annotation(text="red dashes: gradient cut · purple: EMA copy · green: bank read · orange: global end",
+                       xref="paper", yref="paper", x=0, y=0, showarrow=False, font={"size": 10, "color": "#555"},
+                       xanchor="left", yanchor="bottom")
     fig.update_layout(
-        title=title or f"{d['backbone']['name']}, K = {k} modules (red dashes: gradient cut, purple: EMA)",
+        title=title or f"{d['task']['name']}: {d['backbone']['name']}, K = {k} modules",
         showlegend=False, height=300, margin={"l": 20, "r": 20, "t": 50, "b": 20},
         xaxis={"visible": False}, yaxis={"visible": False, "range": [-2.0, 0.9]},
         plot_bgcolor="white")

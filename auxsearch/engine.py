@@ -18,45 +18,42 @@ from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils._pytree import tree_map
 
-from .aux import AuxContext, AuxNet, build_aux
+from .aux import AuxContext, AuxNet, StepState, build_aux
 from .backbones import create_units
 from .config import TrainConfig
 from .errors import ConfigError
 from .graph import as_design, bounds
+from .tasks import ClassifierHead, FinalHead, OutputShift, get_task
 
-
-class ClassifierHead(nn.Module):
-    """The network's real task head: global average pool + linear."""
-
-    def __init__(self, channels: int, num_classes: int) -> None:
-        super().__init__()
-        self.fc = nn.Linear(channels, num_classes)
-
-    def forward(self, feat: Tensor) -> Tensor:
-        return self.fc(torch.flatten(F.adaptive_avg_pool2d(feat, 1), 1))
+__all__ = ["ClassifierHead", "LocalNetwork", "build", "end_to_end", "evaluate", "local_step",
+           "make_optimizer", "resolve_device", "trace_shapes", "train_step"]
 
 
 class LocalNetwork(nn.Module):
     """K gradient-isolated stages, their aux nets and the task head.
 
-    ``forward(x)`` is ordinary inference (logits); training goes through
-    :func:`local_step`. ``x`` is the un-normalised image in [0, 1]: the
-    network normalises it itself with the ``mean`` / ``std`` buffers (set
-    from the data set, saved with the weights), so aux nets that reconstruct
-    the image (InfoPro) can compare against the raw pixels.
+    ``forward(x)`` is ordinary inference (the task's prediction: logits, detections,
+    an image); training goes through :func:`local_step`. ``x`` is the un-normalised image
+    in [0, 1]: the network normalises it itself with the ``mean`` / ``std`` buffers (set
+    from the data set, saved with the weights), so aux nets that reconstruct the image
+    (InfoPro) can compare against the raw pixels. ``taps`` are the units whose outputs
+    the real head reads; ``bank_keep`` the modules whose outputs some aux net reads.
     """
 
     def __init__(self, design: dict, stages: list[nn.Sequential], aux: list[AuxNet],
-                 head: nn.Module) -> None:
+                 head: FinalHead, taps: list[int]) -> None:
         super().__init__()
         channels = design["input_shape"][0]
         self.design = design  # plain data, not a submodule
         self.stages = nn.ModuleList(stages)
         self.aux = nn.ModuleList(aux)
         self.head = head
+        self.taps = list(taps)
+        self.bounds = bounds(design)
+        self.bank_keep = {j for k, a in enumerate(design["aux"]) for j in range(max(0, k - a.get("bank", 0)), k)}
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
@@ -64,6 +61,10 @@ class LocalNetwork(nn.Module):
         with torch.no_grad():
             self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32).view_as(self.mean))
             self.std.copy_(torch.as_tensor(std, dtype=torch.float32).view_as(self.std))
+            for m in self.modules():  # heads that predict an image add the mean back
+                if isinstance(m, OutputShift):
+                    m.mean.copy_(self.mean.view_as(m.mean))
+                    m.std.copy_(self.std.view_as(m.std))
 
     def unit(self, index: int) -> nn.Module:
         """Backbone unit ``index`` (counting across stages)."""
@@ -73,11 +74,14 @@ class LocalNetwork(nn.Module):
             index -= len(stage)
         raise IndexError("unit index out of range")
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor):
         h = (x - self.mean) / self.std
-        for stage in self.stages:
-            h = stage(h)
-        return self.head(h)
+        taps = {}
+        for i, unit in enumerate(u for stage in self.stages for u in stage):
+            h = unit(h)
+            if i in self.taps:
+                taps[i] = h
+        return self.head.predict(self.head([taps[i] for i in self.taps]), x)
 
 
 @torch.no_grad()
@@ -105,6 +109,8 @@ def trace_shapes(units: list[nn.Module], input_shape) -> tuple[list[tuple], list
 def build(design: Any) -> LocalNetwork:
     """Turn a design (compact mapping or block graph) into a :class:`LocalNetwork`."""
     d = as_design(design)
+    task = get_task(d["task"]["name"])
+    task.check_args(d["task"]["args"])
     units = create_units(d["backbone"]["name"], d["input_shape"][0], d["backbone"]["args"])
     if len(units) != d["num_units"]:
         raise ConfigError("num_units", f"backbone {d['backbone']['name']!r} has {len(units)} units, "
@@ -113,44 +119,61 @@ def build(design: Any) -> LocalNetwork:
     if len(outs[-1]) != 3:
         raise ConfigError("backbone.name", f"units must produce C x H x W feature maps, got {outs[-1]}")
     mods = bounds(d)
+    taps = task.taps(d, outs)
+    head = task.head(d, [outs[i] for i in taps])
     aux = []
     for k, entry in enumerate(d["aux"]):
         ctx = AuxContext(module=k, num_modules=len(mods), feature_shape=outs[mods[k][1] - 1],
                          image_shape=tuple(d["input_shape"]), num_classes=d["num_classes"],
                          units=units, unit_in_shapes=ins, unit_out_shapes=outs,
-                         next_start=mods[k + 1][0])
+                         next_start=mods[k + 1][0],
+                         local_head=(lambda shape, depth, width: task.local_head(d, shape, depth, width))
+                         if task.dense else None,
+                         module_out_shapes=[outs[e - 1] for _, e in mods], taps=taps, head=head)
         aux.append(build_aux(ctx, entry))
     stages = [nn.Sequential(*units[s:e]) for s, e in mods]
-    return LocalNetwork(d, stages, aux, ClassifierHead(outs[-1][0], d["num_classes"]))
+    return LocalNetwork(d, stages, aux, head, taps)
 
 
-def local_step(model: LocalNetwork, x: Tensor, y: Tensor,
-               stage_context: Callable[[int], ContextManager] | None = None) -> tuple[Tensor, list[Tensor]]:
-    """Forward and backward of every stage in turn; returns (logits, local losses).
+def local_step(model: LocalNetwork, x: Tensor, y: Any,
+               stage_context: Callable[[int], ContextManager] | None = None) -> tuple[Any, list[Tensor]]:
+    """Forward and backward of every stage in turn; returns (raw head output, local losses).
 
     Gradients are accumulated into ``.grad``; the optimizer step is the
     caller's. Stage k's input is detached, its loss back-propagates at once
-    (freeing its graph), then its aux net's EMA copy follows the real unit.
+    (freeing its graph), then its aux net's EMA copies follow the real units.
+    Tapped features and bank entries of finished modules are kept *detached*
+    (the real head and later aux nets read them; the peak counts them).
     ``stage_context(k)`` wraps stage k's forward (the memory floor uses it).
     """
     h = (x - model.mean) / model.std
     last = len(model.stages) - 1
     losses: list[Tensor] = []
-    logits = None
+    taps: dict[int, Tensor] = {}
+    bank: list[Tensor | None] = []
+    raw = None
     for k, stage in enumerate(model.stages):
         with stage_context(k) if stage_context else contextlib.nullcontext():
-            h = stage(h.detach())
+            h = h.detach()
+            here: dict[int, Tensor] = {}
+            for i, unit in enumerate(stage, model.bounds[k][0]):
+                h = unit(h)
+                if i in model.taps:
+                    here[i] = h
             if k < last:
                 aux = model.aux[k]
-                loss = aux(h, x, y)
+                state = StepState(bank, {**taps, **{i: t.detach() for i, t in here.items()}}, model.head)
+                loss = aux(h, x, y, state)
             else:
-                logits = model.head(h)
-                loss = F.cross_entropy(logits, y)
+                raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
+                loss = model.head.loss(raw, x, y)
         loss.backward()
-        if k < last and aux.ema_source is not None:
-            aux.after_backward(model.unit(aux.ema_source))
+        if k < last:
+            aux.after_step(model)
+            taps.update((i, t.detach()) for i, t in here.items())
+            bank.append(h.detach() if k in model.bank_keep else None)
         losses.append(loss.detach())
-    return logits.detach(), losses
+    return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, raw), losses
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
@@ -183,17 +206,14 @@ def train_step(model: LocalNetwork, opt: torch.optim.Optimizer, x: Tensor, y: Te
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device) -> float:
-    """Top-1 accuracy of ``model`` over ``loader``."""
+def evaluate(model: LocalNetwork, loader, device: torch.device) -> dict[str, float]:
+    """The task's scores of ``model`` over ``loader`` (first key: the searched metric)."""
     was = model.training
     model.eval()
-    correct = total = 0
-    for x, y in loader:
-        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        correct += (model(x).argmax(1) == y).sum().item()
-        total += y.numel()
-    model.train(was)
-    return correct / max(total, 1)
+    try:
+        return get_task(model.design["task"]["name"]).evaluate(model, loader, device)
+    finally:
+        model.train(was)
 
 
 def end_to_end(design: Any) -> dict:

@@ -67,6 +67,35 @@ FAMILY_OPTIONS: dict[str, dict[str, Option]] = {
     },
 }
 
+# Options every family takes: how the aux net is wired to the rest of the network.
+# ``bank``: how many earlier modules' (detached) outputs the aux net reads through a light
+# fusion; ``end``: a ``local`` head of its own, the network's ``global`` head (shared, so
+# its gradients reach the real head from every module) or an EMA copy of it
+# (``global_ema``); ``through``: the later blocks in front of a global end, EMA copies of
+# the real units or trainable copies. See docs/concepts.md for the exact rules.
+WIRING_OPTIONS: dict[str, Option] = {
+    "bank": Option(0, int, "must be >= 0 (earlier module outputs read; 0: no bank)", _int(0)),
+    "bank_fusion": Option("add", str, "must be one of add, concat", lambda v: v in ("add", "concat"),
+                          choices=("add", "concat")),
+    "end": Option("local", str, "must be one of local, global, global_ema",
+                  lambda v: v in ("local", "global", "global_ema"), choices=("local", "global", "global_ema")),
+    "through": Option("ema", str, "must be one of ema, trainable", lambda v: v in ("ema", "trainable"),
+                      choices=("ema", "trainable")),
+    "through_momentum": Option(0.995, float, "must satisfy 0 < m < 1", _open_unit),
+}
+# Values that leave an aux net as it was before wiring existed: left out of the design hash,
+# so designs saved before the bank and global ends keep their hashes.
+WIRING_NEUTRAL = {"bank": 0, "end": "local"}
+# A global end continues through the later backbone units from where the family's own
+# layers stop; families whose layers replace later units (augment) or whose loss is not
+# the task's (infopro) end locally only.
+GLOBAL_FAMILIES = frozenset({"dgl", "momentum"})
+
+# Tasks a design can be trained for (implemented in auxsearch.tasks); families that only
+# make sense for classification (InfoPro's loss is cross-entropy + image reconstruction).
+TASK_NAMES = ("classification", "detection", "superres", "segmentation")
+CLASSIFICATION_ONLY = frozenset({"infopro"})
+
 # Families whose aux net holds an EMA copy of a backbone unit (drawn as an
 # ``ema`` edge from that unit to the aux node).
 EMA_FAMILIES = frozenset({"momentum"})

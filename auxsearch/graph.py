@@ -37,10 +37,18 @@ import networkx as nx
 import yaml
 
 from .errors import ConfigError, known
-from .families import EMA_FAMILIES, FAMILY_OPTIONS
+from .families import (
+    CLASSIFICATION_ONLY,
+    EMA_FAMILIES,
+    FAMILY_OPTIONS,
+    GLOBAL_FAMILIES,
+    TASK_NAMES,
+    WIRING_NEUTRAL,
+    WIRING_OPTIONS,
+)
 
 VERSION = 1
-TOP_KEYS = ("version", "backbone", "input_shape", "num_classes", "num_units", "splits", "aux",
+TOP_KEYS = ("version", "task", "backbone", "input_shape", "num_classes", "num_units", "splits", "aux",
             "data", "train", "design_hash")
 ARCH_KEYS = ("backbone", "input_shape", "num_classes", "num_units", "splits", "aux")
 NODE_KINDS = ("input", "unit", "aux", "head", "bank")
@@ -73,7 +81,7 @@ def _check_option(key: str, opt, v: Any) -> Any:
     return v
 
 
-def normalize_aux(entry: Mapping, key: str) -> dict[str, Any]:
+def normalize_aux(entry: Mapping, key: str, task: str = "classification") -> dict[str, Any]:
     """Validate one aux entry and return it with every default filled in."""
     if not isinstance(entry, Mapping):
         raise ConfigError(key, f"must be a mapping with a 'family' key, got {entry!r}")
@@ -84,9 +92,9 @@ def normalize_aux(entry: Mapping, key: str) -> dict[str, Any]:
     out: dict[str, Any] = {"family": family,
                            "depth": _check_int(f"{key}.depth", entry.get("depth", 1), 1),
                            "width": _check_int(f"{key}.width", entry.get("width", 64), 1)}
-    unknown = set(entry) - set(schema) - set(out)
+    unknown = set(entry) - set(schema) - set(WIRING_OPTIONS) - set(out)
     if unknown:
-        allowed = known(["family", "depth", "width", *schema])
+        allowed = known(["family", "depth", "width", *schema, *WIRING_OPTIONS])
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown option for family {family!r}; allowed: {allowed}")
     for name, opt in schema.items():
         out[name] = _check_option(f"{key}.{name}", opt, entry.get(name, opt.default))
@@ -96,7 +104,43 @@ def normalize_aux(entry: Mapping, key: str) -> dict[str, Any]:
             if name in entry:
                 raise ConfigError(f"{key}.{name}", f"only applies with head: {other}, but head is {out['head']!r}")
             out.pop(name)
+    if task != "classification" and (family in CLASSIFICATION_ONLY or out.get("head") == "infopro"):
+        raise ConfigError(f"{key}.family", f"InfoPro's loss is classification-only; task {task!r} "
+                          "takes families dgl, augment, momentum (head: dgl)")
+    out.update(_wiring(entry, key, family))
     return out
+
+
+def _wiring(entry: Mapping, key: str, family: str) -> dict[str, Any]:
+    """The bank / global-end options of an aux entry, with those that do not apply refused."""
+    w = {n: _check_option(f"{key}.{n}", o, entry.get(n, o.default)) for n, o in WIRING_OPTIONS.items()}
+    applies = {"bank_fusion": w["bank"] > 0, "through": w["end"] != "local",
+               "through_momentum": w["end"] == "global_ema" or (w["end"] == "global" and w["through"] == "ema")}
+    for name, ok in applies.items():
+        if not ok:
+            if name in entry:
+                why = {"bank_fusion": "bank > 0", "through": "end: global or global_ema",
+                       "through_momentum": "EMA copies (end: global_ema, or through: ema)"}[name]
+                raise ConfigError(f"{key}.{name}", f"only applies with {why}")
+            w.pop(name)
+    if w["end"] != "local" and family not in GLOBAL_FAMILIES:
+        raise ConfigError(f"{key}.end", f"a global end continues through the later backbone units, which "
+                          f"family {family!r} replaces or does not use; families: {known(GLOBAL_FAMILIES)}")
+    return w
+
+
+def canonical_task(t: Any) -> dict[str, Any]:
+    """``{name, args}``: a bare name is accepted; classification is the default."""
+    if t is None:
+        t = "classification"
+    if isinstance(t, str):
+        t = {"name": t}
+    if not isinstance(t, Mapping) or t.get("name") not in TASK_NAMES or set(t) - {"name", "args"}:
+        raise ConfigError("task", f"must be one of {known(TASK_NAMES)} or {{name: ..., args: {{...}}}}, got {t!r}")
+    args = t.get("args") or {}
+    if not isinstance(args, Mapping):
+        raise ConfigError("task.args", f"must be a mapping, got {args!r}")
+    return {"name": t["name"], "args": dict(args)}
 
 
 def normalize(design: Mapping) -> dict[str, Any]:
@@ -111,7 +155,8 @@ def normalize(design: Mapping) -> dict[str, Any]:
             raise ConfigError(k, "missing (required)")
     if design.get("version", VERSION) != VERSION:
         raise ConfigError("version", f"unsupported design version {design['version']!r}; this auxsearch reads {VERSION}")
-    out: dict[str, Any] = {"version": VERSION, "backbone": canonical_backbone(design["backbone"])}
+    out: dict[str, Any] = {"version": VERSION, "task": canonical_task(design.get("task")),
+                           "backbone": canonical_backbone(design["backbone"])}
     shape = design["input_shape"]
     if not (isinstance(shape, list | tuple) and len(shape) == 3):
         raise ConfigError("input_shape", f"must be [channels, height, width], got {shape!r}")
@@ -123,7 +168,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
     if not isinstance(aux, list) or len(aux) != len(out["splits"]):
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
                           f"for {len(out['splits']) + 1} modules, got {aux!r}")
-    out["aux"] = [normalize_aux(a, f"aux.{i}") for i, a in enumerate(aux)]
+    out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"]) for i, a in enumerate(aux)]
     for k in ("data", "train"):
         if k in design and design[k] is not None:
             if not isinstance(design[k], Mapping):
@@ -174,6 +219,10 @@ def design_hash(design: Mapping) -> str:
     """Canonical hash of the network and its local wiring (not of the recipe)."""
     canon = as_design(design)
     arch = {k: canon[k] for k in ARCH_KEYS}
+    # Defaults added after designs were first saved stay out of the hash (old hashes hold).
+    if canon["task"] != {"name": "classification", "args": {}}:
+        arch["task"] = canon["task"]
+    arch["aux"] = [{k: v for k, v in a.items() if WIRING_NEUTRAL.get(k, object()) != v} for a in arch["aux"]]
     blob = json.dumps(arch, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -181,7 +230,7 @@ def design_hash(design: Mapping) -> str:
 def to_graph(design: Mapping) -> nx.DiGraph:
     """Build the block graph of a (compact) design."""
     d = normalize(design)
-    g = nx.DiGraph(**{k: copy.deepcopy(d[k]) for k in ("version", "backbone", "input_shape", "num_classes")})
+    g = nx.DiGraph(**{k: copy.deepcopy(d[k]) for k in ("version", "task", "backbone", "input_shape", "num_classes")})
     for k in ("data", "train"):
         if k in d:
             g.graph[k] = copy.deepcopy(d[k])
@@ -200,6 +249,10 @@ def to_graph(design: Mapping) -> nx.DiGraph:
         g.add_edge(f"unit:{mods[k][1] - 1}", f"aux:{k}", kind="data", detach=False)
         if entry["family"] in EMA_FAMILIES:
             g.add_edge(f"unit:{mods[k + 1][0]}", f"aux:{k}", kind="ema", momentum=entry["momentum"])
+        for j in range(max(0, k - entry["bank"]), k):  # earlier module outputs the aux reads
+            g.add_edge(f"unit:{mods[j][1] - 1}", f"aux:{k}", kind="bank", detach=True)
+        if entry["end"] != "local":
+            g.add_edge("head", f"aux:{k}", kind="global", end=entry["end"], through=entry["through"])
     return g
 
 
@@ -209,7 +262,8 @@ def from_graph(g: nx.DiGraph) -> dict[str, Any]:
     units = sorted((d["index"], d["module"]) for _, d in g.nodes(data=True) if d["kind"] == "unit")
     splits = [i for (i, m), (_, pm) in zip(units[1:], units[:-1], strict=True) if m != pm]
     auxes = sorted((d for _, d in g.nodes(data=True) if d["kind"] == "aux"), key=lambda d: d["module"])
-    design = {"version": g.graph.get("version", VERSION), "backbone": copy.deepcopy(g.graph["backbone"]),
+    design = {"version": g.graph.get("version", VERSION), "task": copy.deepcopy(g.graph.get("task")),
+              "backbone": copy.deepcopy(g.graph["backbone"]),
               "input_shape": list(g.graph["input_shape"]), "num_classes": g.graph["num_classes"],
               "num_units": len(units), "splits": splits,
               "aux": [{k: v for k, v in a.items() if k not in ("kind", "module")} for a in auxes]}

@@ -33,7 +33,9 @@ from torch.utils._pytree import tree_leaves
 
 from . import engine
 from .config import TrainConfig
+from .errors import ConfigError
 from .graph import as_design
+from .tasks import get_task
 
 
 class LiveBytes(TorchDispatchMode):
@@ -163,15 +165,23 @@ def _setup(d: dict, cfg: TrainConfig, batch_size: int, device: torch.device | st
     if torch.device(device).type != "cpu":  # .to() under FakeTensorMode cannot swap weights
         model = model.to(device)
     opt, _ = engine.make_optimizer(model, cfg, 10)
-    x = torch.rand(batch_size, *d["input_shape"], device=device)
-    y = torch.randint(0, d["num_classes"], (batch_size,), device=device)
+    x, y = get_task(d["task"]["name"]).example_batch(d, batch_size, device)
     return model, opt, x, y
+
+
+def check_simulatable(design: Any) -> None:
+    """Refuse a simulation the task cannot run on fake tensors."""
+    task = get_task(as_design(design)["task"]["name"])
+    if not task.simulatable:
+        raise ConfigError("memory.mode", f"task {task.name!r} cannot be simulated: its loss has data-dependent "
+                          "shapes (target assignment); use memory mode: measured")
 
 
 def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
              train: TrainConfig | None = None) -> int:
     """Simulated peak bytes of one training step of ``design`` at this batch and input size."""
     d, cfg = _with_input(design, input_size), train or TrainConfig()
+    check_simulatable(d)
 
     def make():
         model, opt, x, y = _setup(d, cfg, batch_size)
@@ -195,6 +205,7 @@ def floor(design: Any, batch_size: int, input_size: tuple[int, int] | None = Non
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     d, cfg = _with_input(design, input_size), train or TrainConfig()
+    check_simulatable(d)
     per_stage: list[int] = []
 
     @contextlib.contextmanager
@@ -207,5 +218,5 @@ def floor(design: Any, batch_size: int, input_size: tuple[int, int] | None = Non
         model, opt, x, y = _setup(d, cfg, batch_size)
         engine.local_step(model, x, y, stage_context=count)
         opt_state = 2 if cfg.optimizer == "adamw" else (1 if cfg.momentum > 0 else 0)
-        batch = x.numel() * x.element_size() + y.numel() * y.element_size()
+        batch = sum(t.numel() * t.element_size() for t in tree_leaves((x, y)) if isinstance(t, torch.Tensor))
         return state_bytes(model, opt_state) + batch + max(per_stage)

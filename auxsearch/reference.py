@@ -8,8 +8,9 @@ A test compares the committed file with this output.
 from __future__ import annotations
 
 from .config import MemoryConfig, PruningConfig, SamplerConfig, StudyConfig, TrainConfig, field_help
-from .families import FAMILY_OPTIONS
+from .families import FAMILY_OPTIONS, GLOBAL_FAMILIES, WIRING_OPTIONS
 from .space import _DIMS, DIM_HELP
+from .tasks import TASKS
 
 SECTIONS = (("Study file (`studies/*.yaml`)", "", StudyConfig),
             ("`train`: the training budget (also a design file's `train` block)", "train.", TrainConfig),
@@ -55,6 +56,19 @@ def render() -> str:
     for fam, opts in FAMILY_OPTIONS.items():
         for name, opt in opts.items():
             out.append(f"| `{fam}` | `{name}` | `{opt.default}` | {opt.rule} |")
+    out += ["", "### Wiring options (every family; see docs/concepts.md, \"Feature bank and global ends\")", "",
+            "| option | default | rule |", "|---|---|---|"]
+    for name, opt in WIRING_OPTIONS.items():
+        out.append(f"| `{name}` | `{opt.default}` | {opt.rule} |")
+    out += ["", "`bank_fusion` applies with `bank > 0`; `through` with `end: global` or `global_ema`; "
+            "`through_momentum` where EMA copies exist. A global end takes families "
+            f"{', '.join(sorted(GLOBAL_FAMILIES))}.", "",
+            "## Tasks (`task:` in study and design files)", "",
+            "`task: NAME` or `task: {name: NAME, args: {...}}`; the args shape the real head.", "",
+            "| task | metric | args (defaults) |", "|---|---|---|"]
+    for name, task in TASKS.items():
+        args = ", ".join(f"`{k}: {v}`" for k, v in task.arg_defaults.items()) or "none"
+        out.append(f"| `{name}` | {task.metric} | {args} |")
     return "\n".join(out) + "\n"
 
 

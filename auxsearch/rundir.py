@@ -35,7 +35,7 @@ def run_meta(run) -> dict[str, Any]:
     url = run.storage_url
     if url.startswith("journal:") and Path(url[8:]).parent == run.out_dir:
         url = f"journal:{Path(url[8:]).name}"  # relative: the folder can be moved
-    return {"name": run.cfg.name, "study_file": str(run.path), "storage": url, "metric": "accuracy",
+    return {"name": run.cfg.name, "study_file": str(run.path), "storage": url, "metric": run.metric,
             "objectives": list(run.cfg.objectives), "memory_mode": run.cfg.memory.mode,
             "memory_budget_bytes": run.budget, "data": data, "train": to_mapping(run.cfg.train),
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

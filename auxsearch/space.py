@@ -22,7 +22,7 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, known
-from .families import FAMILY_OPTIONS
+from .families import CLASSIFICATION_ONLY, FAMILY_OPTIONS, GLOBAL_FAMILIES
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,11 @@ _DIMS: dict[str, tuple[type, Any, Any, str]] = {
     "head": (str, ["dgl", "infopro"], lambda v: v in ("dgl", "infopro"), "must be dgl or infopro"),
     "tau": (float, 0.5, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
     "pool": (int, 8, lambda v: v >= 1, "must be >= 1"),
+    "bank": (int, 0, lambda v: v >= 0, "must be >= 0"),
+    "bank_fusion": (str, "add", lambda v: v in ("add", "concat"), "must be add or concat"),
+    "end": (str, "local", lambda v: v in ("local", "global", "global_ema"), "must be local, global or global_ema"),
+    "through": (str, "ema", lambda v: v in ("ema", "trainable"), "must be ema or trainable"),
+    "through_momentum": (float, 0.995, lambda v: 0 < v < 1, "must be < 1 and > 0"),
 }
 
 
@@ -119,6 +124,11 @@ DIM_HELP = {
     "head": "momentum family: the head behind the LB/EMA block",
     "tau": "augment family: AugLocal's depth-pyramid slope",
     "pool": "dgl head: pool the input to at most pool x pool first",
+    "bank": "feature bank: how many earlier module outputs an aux net reads (0: none)",
+    "bank_fusion": "feature bank: add (projected sum) or concat (concatenate + 1x1 conv)",
+    "end": "aux end: local head, the real head shared (global) or its EMA copy (global_ema); dgl/momentum",
+    "through": "global ends: later units in front of the head as EMA (ema) or trainable copies",
+    "through_momentum": "global ends: EMA momentum of the copied later units / head",
 }
 
 
@@ -177,6 +187,18 @@ def check_space(space: SearchSpace, num_units: int, key: str = "search_space") -
             raise ConfigError(f"{key}.modules", f"K = {v} is larger than the backbone's {num_units} units")
 
 
+def check_space_task(space: SearchSpace, task: str, key: str = "search_space") -> None:
+    """Rules that need the task: InfoPro's loss is classification-only."""
+    if task == "classification":
+        return
+    bad = [f for f in space.dim("families").values() if f in CLASSIFICATION_ONLY]
+    if bad:
+        raise ConfigError(f"{key}.families", f"{bad[0]} is classification-only; task {task!r} takes "
+                          "dgl, augment, momentum")
+    if "momentum" in space.dim("families").values() and "infopro" in space.dim("head").values():
+        raise ConfigError(f"{key}.head", f"head: infopro is classification-only; use head: dgl for task {task!r}")
+
+
 def balanced_splits(costs: Sequence[float], k: int) -> list[int]:
     """Split points that give each of ``k`` modules about the same total cost."""
     n = len(costs)
@@ -208,7 +230,7 @@ def suggest_design(trial, space: SearchSpace, base: Mapping, unit_costs: Sequenc
         aux = [_suggest_aux(trial, space, f"aux{m}.") for m in range(k - 1)]
     else:
         aux = [_suggest_aux(trial, space, "aux.")] * (k - 1) if k > 1 else []
-    return {**{f: base[f] for f in ("backbone", "input_shape", "num_classes", "num_units")},
+    return {**{f: base[f] for f in ("task", "backbone", "input_shape", "num_classes", "num_units") if f in base},
             "splits": splits, "aux": [dict(a) for a in aux]}
 
 
@@ -224,4 +246,18 @@ def _suggest_aux(trial, space: SearchSpace, prefix: str) -> dict:
             entry[name] = space.dim(name).suggest(trial, f"{prefix}{name}")
     if family == "dgl" or (family == "momentum" and entry["head"] == "dgl"):
         entry["pool"] = space.dim("pool").suggest(trial, f"{prefix}pool")
+    return _suggest_wiring(trial, space, prefix, entry)
+
+
+def _suggest_wiring(trial, space: SearchSpace, prefix: str, entry: dict) -> dict:
+    """Bank reads and the aux end; each asked only where it applies (conditional parameters)."""
+    entry["bank"] = space.dim("bank").suggest(trial, f"{prefix}bank")
+    if entry["bank"] > 0:
+        entry["bank_fusion"] = space.dim("bank_fusion").suggest(trial, f"{prefix}bank_fusion")
+    end = space.dim("end").suggest(trial, f"{prefix}end") if entry["family"] in GLOBAL_FAMILIES else "local"
+    entry["end"] = end
+    if end != "local":
+        entry["through"] = space.dim("through").suggest(trial, f"{prefix}through")
+        if end == "global_ema" or entry["through"] == "ema":
+            entry["through_momentum"] = space.dim("through_momentum").suggest(trial, f"{prefix}through_momentum")
     return entry

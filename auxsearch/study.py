@@ -29,16 +29,30 @@ from .backbones import create_units
 from .config import StudyConfig, from_mapping, parse_bytes
 from .engine import end_to_end, resolve_device, trace_shapes
 from .errors import ConfigError
-from .graph import as_design, canonical_backbone, design_hash, load_design, normalize
+from .graph import (
+    as_design,
+    canonical_backbone,
+    canonical_task,
+    design_hash,
+    load_design,
+    normalize,
+)
 from .isolation import fit_in_subprocess, is_out_of_memory, peak_reached
-from .space import SearchSpace, balanced_splits, check_space, load_space, suggest_design
-from .tasks import ImageData, load_image_data
+from .space import (
+    SearchSpace,
+    balanced_splits,
+    check_space,
+    check_space_task,
+    load_space,
+    suggest_design,
+)
+from .tasks import ImageData, get_task
 from .training import NonFiniteLoss, TrainResult, fit, resolve_data_cfg
 
 # Optuna flags its multivariate TPE, metric names and heartbeats as experimental; we rely on them on purpose.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning, module=r"auxsearch\.")
 
-METRIC_NAMES = {"score": "accuracy", "memory": "peak_memory_bytes", "seconds": "seconds", "params": "parameters"}
+METRIC_NAMES = {"memory": "peak_memory_bytes", "seconds": "seconds", "params": "parameters"}
 DIRECTIONS = {"score": "maximize", "memory": "minimize", "seconds": "minimize", "params": "minimize"}
 
 
@@ -54,6 +68,14 @@ class Run:
     unit_costs: list[float]  # activation elements per unit (balanced splits)
     data: ImageData
     budget: int | None
+
+    @property
+    def metric(self) -> str:
+        """The task's score: accuracy, map, psnr or miou."""
+        return get_task(self.base["task"]["name"]).metric
+
+    def metric_names(self) -> list[str]:
+        return [self.metric if o == "score" else METRIC_NAMES[o] for o in self.cfg.objectives]
 
     @property
     def storage_url(self) -> str:
@@ -82,15 +104,21 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
     if storage:
         cfg = dataclasses.replace(cfg, storage=storage)
     base_dir = path.parent
-    data = load_image_data(resolve_data_cfg(cfg.data, base_dir))
+    task = canonical_task(cfg.task)
+    get_task(task["name"]).check_args(task["args"])
+    if not get_task(task["name"]).simulatable and (cfg.memory.mode == "simulated" or cfg.memory.budget is not None):
+        raise ConfigError("memory", f"task {task['name']!r} cannot be simulated (data-dependent target "
+                          "assignment): use mode: measured and no budget")
+    data = get_task(task["name"]).load_data(resolve_data_cfg(cfg.data, base_dir))
     bb = canonical_backbone(cfg.backbone)
     units = create_units(bb["name"], data.in_chans, bb["args"])
     shape = [data.in_chans, data.image_size, data.image_size]
-    base = normalize({"backbone": bb, "input_shape": shape, "num_classes": data.num_classes,
+    base = normalize({"task": task, "backbone": bb, "input_shape": shape, "num_classes": data.num_classes,
                       "num_units": len(units)})
     _, outs = trace_shapes(units, shape)
     space = load_space(cfg.search_space, base_dir)
     check_space(space, len(units))
+    check_space_task(space, task["name"])
     if cfg.sampler.name == "grid":
         _grid(space, base)  # refuses spaces that are not finite
     budget = parse_bytes("memory.budget", cfg.memory.budget) if cfg.memory.budget is not None else None
@@ -115,6 +143,8 @@ def _enqueued_designs(run: Run) -> list[tuple[str, dict]]:
             k, entry = PUBLISHED[item]
             k = min(k, run.base["num_units"])
             d = dict(run.base, splits=balanced_splits(run.unit_costs, k), aux=[dict(entry)] * (k - 1))
+            if run.base["task"]["name"] != "classification" and entry["family"] == "infopro":
+                raise ConfigError(f"enqueue.{i}", f"{item} uses InfoPro, which is classification-only")
         else:
             p = Path(item) if Path(item).is_absolute() else run.path.parent / item
             if not p.is_file():
@@ -124,7 +154,7 @@ def _enqueued_designs(run: Run) -> list[tuple[str, dict]]:
                 d = as_design(load_design(p))
             except ConfigError as exc:
                 raise ConfigError(f"enqueue.{i}", f"{item}: {exc}") from None
-            for k in ("backbone", "input_shape", "num_classes", "num_units"):
+            for k in ("task", "backbone", "input_shape", "num_classes", "num_units"):
                 if d[k] != run.base[k]:
                     raise ConfigError(f"enqueue.{i}", f"design {k} {d[k]!r} differs from the study's {run.base[k]!r}")
         out.append((item, {k: v for k, v in normalize(d).items() if k not in ("data", "train")}))
@@ -206,7 +236,7 @@ def open_study(run: Run, sampler: optuna.samplers.BaseSampler | None = None) -> 
     if [d.name.lower() for d in study.directions] != directions:
         raise ConfigError("objectives", f"the stored study {run.cfg.name!r} has other objectives; "
                           "use another name or output folder")
-    study.set_metric_names([METRIC_NAMES[o] for o in run.cfg.objectives])
+    study.set_metric_names(run.metric_names())
     if "auxsearch" not in study.user_attrs:
         study.set_user_attr("auxsearch", provenance(run))
     if not any(t.user_attrs.get("is_e2e") for t in study.get_trials(deepcopy=False)):
@@ -306,7 +336,7 @@ class Objective:
                 raise
             return self._out_of_memory(trial, design, exc, simulated)
         peak = simulated if run.cfg.memory.mode == "simulated" else result.peak_memory_bytes
-        for key, value in (("history", result.history), ("seconds", result.seconds),
+        for key, value in (("history", result.history), ("seconds", result.seconds), ("scores", result.scores),
                            ("peak_memory_bytes", peak), ("device", result.device)):
             trial.set_user_attr(key, value)
         if result.stopped_early:
@@ -316,7 +346,7 @@ class Objective:
     def _reuse(self, trial: optuna.Trial, twin: optuna.trial.FrozenTrial) -> tuple[float, ...]:
         """An identical design was trained before: record its result instead of training again."""
         trial.set_user_attr("reused_from", twin.number)
-        for key in ("history", "seconds", "peak_memory_bytes", "reason"):
+        for key in ("history", "seconds", "scores", "peak_memory_bytes", "reason"):
             if key in twin.user_attrs:
                 trial.set_user_attr(key, twin.user_attrs[key])
         for key, value in twin.constraints.items():

@@ -18,9 +18,8 @@ from torch.utils.data import DataLoader
 
 from . import engine, memory
 from .config import TrainConfig, from_mapping
-from .errors import ConfigError
 from .graph import as_design, design_hash
-from .tasks import ImageData, load_image_data
+from .tasks import ImageData, get_task
 
 
 class NonFiniteLoss(RuntimeError):
@@ -39,34 +38,41 @@ class TrainResult:
     device: str
     history: list[float] = field(default_factory=list)  # test score after each epoch
     stopped_early: bool = False
+    scores: dict[str, float] = field(default_factory=dict)  # every metric of the last evaluation
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
+PATH_KEYS = ("root", "train_hr", "train_lr", "test_hr", "test_lr")  # data keys that name files or folders
+
+
 def resolve_data_cfg(data: Mapping | None, base_dir: Path | None) -> dict:
-    """The ``data`` block with a relative ``root`` made relative to ``base_dir``."""
-    cfg = dict(data or {"name": "digits"})
-    if base_dir is not None and isinstance(cfg.get("root"), str) and not Path(cfg["root"]).is_absolute():
-        cfg["root"] = str((base_dir / cfg["root"]).resolve())
+    """The ``data`` block with relative paths made relative to ``base_dir`` (empty: the task's default)."""
+    cfg = dict(data or {})
+    for key in PATH_KEYS:
+        if base_dir is not None and isinstance(cfg.get(key), str) and not Path(cfg[key]).is_absolute():
+            cfg[key] = str((base_dir / cfg[key]).resolve())
     return cfg
 
 
 def check_data_fits(d: Mapping, data: ImageData) -> None:
-    """The design's input shape and class count must match the data set."""
-    want = [data.in_chans, data.image_size, data.image_size]
-    if list(d["input_shape"]) != want:
-        raise ConfigError("input_shape", f"the design expects {d['input_shape']} but the data set gives {want}")
-    if d["num_classes"] != data.num_classes:
-        raise ConfigError("num_classes", f"the design has {d['num_classes']} classes, the data set {data.num_classes}")
+    """The design's input shape, class count (and scale) must match the data set."""
+    get_task(d["task"]["name"]).check_data(d, data)
+
+
+def load_data(d: Mapping, data: Mapping | None, base_dir: Path | None) -> ImageData:
+    """The data set of the design's task named by ``data`` (default: the design's own block)."""
+    return get_task(d["task"]["name"]).load_data(resolve_data_cfg(data or d.get("data"), base_dir))
 
 
 def _loaders(data: ImageData, cfg: TrainConfig, device: torch.device):
     gen = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
     train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                       generator=gen, pin_memory=pin)
-    test = DataLoader(data.test, batch_size=cfg.eval_batch_size, shuffle=False, pin_memory=pin)
+                       generator=gen, pin_memory=pin, collate_fn=data.collate)
+    eval_batch = cfg.eval_batch_size if data.eval_batch_size is None else data.eval_batch_size
+    test = DataLoader(data.test, batch_size=eval_batch, shuffle=False, pin_memory=pin, collate_fn=data.collate)
     return train, test
 
 
@@ -81,8 +87,9 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     """
     d = as_design(design)
     cfg = train if isinstance(train, TrainConfig) else from_mapping(TrainConfig, train or d.get("train"), "train")
+    task = get_task(d["task"]["name"])
     if not isinstance(data, ImageData):
-        data = load_image_data(resolve_data_cfg(data or d.get("data"), base_dir))
+        data = load_data(d, data, base_dir)
     check_data_fits(d, data)
     device = engine.resolve_device(cfg.device)
     if cfg.threads:
@@ -92,14 +99,14 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     model.set_normalization(data.mean, data.std)
     train_loader, test_loader = _loaders(data, cfg, device)
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(train_loader))
-    result = TrainResult("accuracy", 0.0, 0, "measured", 0, 0.0, design_hash(d), str(device))
+    result = TrainResult(task.metric, 0.0, 0, "measured", 0, 0.0, design_hash(d), str(device))
     start = time.perf_counter()
     bar = _bar(cfg.epochs * len(train_loader), progress)
     for epoch in range(cfg.epochs):
         model.train()
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            x, y = x.to(device, non_blocking=True), task.to_device(y, device)
             out: list = []
             if result.peak_memory_bytes == 0:  # the first step is the measured one
                 result.peak_memory_bytes = memory.measure_step(
@@ -112,10 +119,11 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         if not bool(finite):
             bar.close()
             raise NonFiniteLoss(f"a local loss became NaN or inf in epoch {epoch + 1}")
-        score = engine.evaluate(model, test_loader, device)
+        result.scores = engine.evaluate(model, test_loader, device)
+        score = result.scores[task.metric]
         result.history.append(score)
         result.epochs = epoch + 1
-        bar.set_postfix(epoch=epoch + 1, accuracy=f"{score:.4f}")
+        bar.set_postfix({"epoch": epoch + 1, task.metric: f"{score:.4f}"})
         if on_epoch is not None and on_epoch(result):
             result.stopped_early = epoch + 1 < cfg.epochs
             break

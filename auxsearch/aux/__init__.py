@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ..errors import ConfigError, known
-from . import augment, dgl, infopro, momentum
-from .base import AuxContext, AuxNet
+from . import augment, dgl, infopro, momentum, wiring
+from .base import AuxContext, AuxNet, StepState
 
 AUX: dict[str, Callable[[AuxContext, dict], AuxNet]] = {
     "dgl": dgl.build,
@@ -26,7 +26,7 @@ def build_aux(ctx: AuxContext, opts: dict) -> AuxNet:
     family = opts["family"]
     if family not in AUX:
         raise ConfigError(f"aux.{ctx.module}.family", f"unknown aux family {family!r}; known: {known(AUX)}")
-    return AUX[family](ctx, opts)
+    return wiring.attach(AUX[family](ctx, opts), ctx, opts)
 
 
-__all__ = ["AUX", "AuxContext", "AuxNet", "build_aux"]
+__all__ = ["AUX", "AuxContext", "AuxNet", "StepState", "build_aux"]

@@ -53,8 +53,22 @@ def sample_units(later: list[int], d: int) -> list[int]:
     return [later[round(i * (len(later) - 1) / (d - 1))] for i in range(d)]
 
 
+class LinearClassifier(nn.Module):
+    """Global average pool + linear: AugLocal's classifier after the sampled layers."""
+
+    def __init__(self, channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(channels, num_classes))
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.fc(feat)
+
+    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(self(feat), target)
+
+
 class AugmentAux(AuxNet):
-    def __init__(self, ctx: AuxContext, depth: int, tau: float) -> None:
+    def __init__(self, ctx: AuxContext, depth: int, tau: float, width: int) -> None:
         super().__init__()
         later = list(range(ctx.next_start, len(ctx.units)))
         self.depth = pyramid_depth(depth, ctx.module, ctx.num_modules, tau)
@@ -65,13 +79,15 @@ class AugmentAux(AuxNet):
             layers += adapter(shape, tuple(ctx.unit_in_shapes[j]))
             layers.append(reset_parameters(clone_module(ctx.units[j])))
             shape = tuple(ctx.unit_out_shapes[j])
-        c = shape[0]
         self.body = nn.Sequential(*layers)
-        self.classifier = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, ctx.num_classes))
+        if ctx.local_head is not None:  # dense task: its light head (depth 1) after the sampled layers
+            self.end = ctx.local_head(shape, 1, width)
+        else:
+            self.end = LinearClassifier(shape[0], ctx.num_classes)
 
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(self.classifier(self.body(feat)), target)
+    def transform(self, feat: Tensor) -> Tensor:
+        return self.body(feat)
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:
-    return AugmentAux(ctx, opts["depth"], opts["tau"])
+    return AugmentAux(ctx, opts["depth"], opts["tau"], opts["width"])

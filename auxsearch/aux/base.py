@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import abc
 import copy
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,23 +26,70 @@ class AuxContext:
     unit_in_shapes: list[tuple[int, ...]]  # input shape of each unit
     unit_out_shapes: list[tuple[int, ...]]  # output shape of each unit
     next_start: int  # index of the first unit of module k + 1
+    # The task's light head factory ``(feature_shape, depth, width) -> module with .loss``;
+    # None for classification, where each family brings its own head.
+    local_head: Callable[[tuple, int, int], nn.Module] | None = None
+    module_out_shapes: list[tuple[int, ...]] = field(default_factory=list)  # output of every module
+    taps: list[int] = field(default_factory=list)  # units the real head reads
+    head: nn.Module | None = None  # the real head (read only: copy, never share)
+
+
+@dataclass
+class StepState:
+    """What the engine hands an aux net besides its input during one local step.
+
+    ``bank``: the detached outputs of the earlier modules (oldest first); ``taps``: the
+    detached tapped features computed so far (unit index -> tensor); ``head``: the
+    network's real head, which a ``global`` end calls (so its gradients reach it).
+    """
+
+    bank: list[Tensor] = field(default_factory=list)
+    taps: dict[int, Tensor] = field(default_factory=dict)
+    head: nn.Module | None = None
 
 
 class AuxNet(nn.Module, abc.ABC):
     """An auxiliary network: module k's output in, a scalar local loss out.
 
+    A family builds its own layers (:meth:`transform`, e.g. MAN's learnable + EMA block)
+    and its local head (``end``, with ``loss(h, image, target)``). The wiring options
+    shared by every family are attached after it is built (``auxsearch.aux.wiring``):
+    ``fusion`` (feature-bank reads, applied first) and ``global_end`` (replaces ``end``).
     ``ema_source`` is the index of the backbone unit whose parameters
-    :meth:`after_backward` averages into an EMA copy (None: no EMA).
+    :meth:`after_backward` averages into an EMA copy (None: no EMA); ``resume_at`` the
+    first backbone unit after the family's own layers (where a global end continues).
     """
 
     ema_source: int | None = None
+    resume_at: int | None = None
 
-    @abc.abstractmethod
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        """Module k's output, the raw image and the labels in; the scalar local loss out."""
+    def __init__(self) -> None:
+        super().__init__()
+        self.fusion: nn.Module | None = None
+        self.global_end: nn.Module | None = None
+
+    def transform(self, feat: Tensor) -> Tensor:
+        """The family's own layers in front of its head (none by default)."""
+        return feat
+
+    def forward(self, feat: Tensor, image: Tensor, target: Any, state: StepState | None = None) -> Tensor:
+        """Module k's output, the raw image and the target in; the scalar local loss out."""
+        if self.fusion is not None:
+            feat = self.fusion(feat, state.bank if state is not None else [])
+        h = self.transform(feat)
+        if self.global_end is not None:
+            return self.global_end(feat, h, image, target, state or StepState())
+        return self.end.loss(h, image, target)
 
     def after_backward(self, source: nn.Module | None) -> None:
-        """Called right after module k's ``backward()``; the EMA update lives here."""
+        """The family's EMA update after module k's ``backward()`` (``source``: the unit it follows)."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called by the engine right after module k's ``backward()``: every EMA update."""
+        if self.ema_source is not None:
+            self.after_backward(model.unit(self.ema_source))
+        if self.global_end is not None:
+            self.global_end.after_step(model)
 
 
 def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, stride: int = 1) -> list[nn.Module]:

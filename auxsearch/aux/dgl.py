@@ -1,8 +1,10 @@
-"""``dgl``: DGL's conv + MLP head on the module's output (Belilovsky et al. 2020)."""
+"""``dgl``: DGL's conv + MLP head on the module's output (Belilovsky et al. 2020).
+
+On a dense task the head is the task's light head of the same ``depth`` and ``width``
+(a stride-matched detection head, a reconstruction head, a per-pixel classifier).
+"""
 
 from __future__ import annotations
-
-from torch import Tensor
 
 from .base import AuxContext, AuxNet, DGLHead
 
@@ -10,10 +12,11 @@ from .base import AuxContext, AuxNet, DGLHead
 class DGLAux(AuxNet):
     def __init__(self, ctx: AuxContext, depth: int, width: int, pool: int) -> None:
         super().__init__()
-        self.head = DGLHead(ctx.feature_shape, ctx.num_classes, depth, width, pool)
-
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        return self.head.loss(feat, image, target)
+        self.resume_at = ctx.next_start
+        if ctx.local_head is not None:
+            self.end = ctx.local_head(ctx.feature_shape, depth, width)
+        else:
+            self.end = DGLHead(ctx.feature_shape, ctx.num_classes, depth, width, pool)
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:

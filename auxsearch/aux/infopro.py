@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from .base import AuxContext, AuxNet, InfoProHead, infopro_ratio
 
 WEIGHT_KEYS = ("recon_first", "recon_last", "task_first", "task_last", "decoder_width")
@@ -12,12 +10,10 @@ WEIGHT_KEYS = ("recon_first", "recon_last", "task_first", "task_last", "decoder_
 class InfoProAux(AuxNet):
     def __init__(self, ctx: AuxContext, opts: dict) -> None:
         super().__init__()
-        self.head = InfoProHead(ctx.feature_shape, ctx.image_shape, ctx.num_classes, opts["depth"],
-                                opts["width"], ratio=infopro_ratio(ctx.module, ctx.num_modules),
-                                **{k: opts[k] for k in WEIGHT_KEYS})
-
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        return self.head.loss(feat, image, target)
+        self.resume_at = ctx.next_start
+        self.end = InfoProHead(ctx.feature_shape, ctx.image_shape, ctx.num_classes, opts["depth"],
+                               opts["width"], ratio=infopro_ratio(ctx.module, ctx.num_modules),
+                               **{k: opts[k] for k in WEIGHT_KEYS})
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:

@@ -35,25 +35,26 @@ class MomentumAux(AuxNet):
     def __init__(self, ctx: AuxContext, opts: dict) -> None:
         super().__init__()
         self.ema_source = ctx.next_start
+        self.resume_at = ctx.next_start + 1
         self.momentum = opts["momentum"]
         unit = ctx.units[ctx.next_start]
         self.lb = clone_module(unit)
         self.ema = frozen_copy(unit)
         self.scale = nn.Parameter(torch.tensor(1.0)) if opts["learnable_scale"] else None
         shape = ctx.unit_out_shapes[ctx.next_start]
-        if opts["head"] == "infopro":
-            self.head = InfoProHead(shape, ctx.image_shape, ctx.num_classes, opts["depth"], opts["width"],
+        if ctx.local_head is not None:  # dense task: its light head on the block's output
+            self.end = ctx.local_head(shape, opts["depth"], opts["width"])
+        elif opts["head"] == "infopro":
+            self.end = InfoProHead(shape, ctx.image_shape, ctx.num_classes, opts["depth"], opts["width"],
                                     ratio=infopro_ratio(ctx.module, ctx.num_modules),
                                     **{k: opts[k] for k in WEIGHT_KEYS})
         else:
-            self.head = DGLHead(shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
+            self.end = DGLHead(shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
 
-    def forward(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+    def transform(self, feat: Tensor) -> Tensor:
         if self.scale is None:
-            y = self.lb(feat) + self.ema(feat)
-        else:
-            y = self.scale * self.lb(feat) + (2 - self.scale) * self.ema(feat)
-        return self.head.loss(y, image, target)
+            return self.lb(feat) + self.ema(feat)
+        return self.scale * self.lb(feat) + (2 - self.scale) * self.ema(feat)
 
     def after_backward(self, source: nn.Module | None) -> None:
         if source is not None:

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> float:
         for images, labels in train:
             _, losses = auxsearch.train_step(model, opt, images, labels)  # one loss per module
             sched.step()
-        accuracy = auxsearch.evaluate(model, DataLoader(data.test, batch_size=512), torch.device("cpu"))
+        scores = auxsearch.evaluate(model, DataLoader(data.test, batch_size=512), torch.device("cpu"))
+        accuracy = scores["accuracy"]  # a dict: every metric of the design's task
         print(f"epoch {epoch + 1}: local losses {[round(float(v), 3) for v in losses]}, test accuracy {accuracy:.4f}")
     return accuracy
 

@@ -1,0 +1,122 @@
+"""Wiring every aux family can take: feature-bank reads and global ends.
+
+Memory-augmented MAN / GLCAN (arXiv 2406.00446) describes both ideas but publishes no
+code, so what follows is *our* definition (docs/concepts.md says the same):
+
+**Feature bank** (``bank: n``). During a local step the engine keeps the *detached*
+outputs of the modules already trained in this step. The aux net of module k reads the
+last ``n`` of them (modules k-n .. k-1; fewer exist for the first modules), resizes each
+to module k's resolution (average pooling down, nearest up), projects it with a 1x1
+conv to module k's channels and fuses it into module k's output before the family's
+own layers: ``add`` sums the projections into the feature, ``concat`` concatenates and
+mixes with a 1x1 conv. The fusion starts as the identity (zero-initialised bank weights)
+so a bank never hurts at initialisation. The held features are real tensors alive
+while later modules run, so the measured peak counts them. For detection, the earlier
+scales fused into a module's map form a local FPN; for super-resolution the bank holds
+the early full-resolution maps (EDSR's global residual).
+
+**Global end** (``end: global | global_ema``). Instead of a head of its own the aux net
+ends with the network's real head: ``global`` calls the real head itself (shared, so
+its gradients reach the real head from every such module), ``global_ema`` an EMA copy
+of it (no gradient reaches the real head; the copy follows it after every step). In
+front of it sit copies of the later backbone units (``through: ema`` frozen copies
+that follow the real units by EMA, ``through: trainable`` trainable copies initialised
+from them), so the aux net is the rest of the network. Module k's parameters still get
+gradients from module k's loss only: every copy's input is module k's own output, and
+the earlier modules' features it reads are detached.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import AuxContext, AuxNet, StepState, clone_module, ema_update, frozen_copy
+
+
+def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Average-pool down, nearest-upsample up, identity when the size already matches."""
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    if x.shape[-1] >= size[-1]:
+        return F.adaptive_avg_pool2d(x, size)
+    return F.interpolate(x, size=size, mode="nearest")
+
+
+class BankFusion(nn.Module):
+    """Fuses the last ``len(in_shapes)`` bank entries into a feature of ``out_shape``."""
+
+    def __init__(self, in_shapes: list[tuple], out_shape: tuple, mode: str) -> None:
+        super().__init__()
+        c = out_shape[0]
+        self.size = tuple(out_shape[1:])
+        self.mode = mode
+        self.count = len(in_shapes)
+        if mode == "add":
+            self.proj = nn.ModuleList(nn.Conv2d(s[0], c, 1, bias=False) for s in in_shapes)
+            for p in self.proj:
+                nn.init.zeros_(p.weight)
+        else:
+            total = c + sum(s[0] for s in in_shapes)
+            self.mix = nn.Conv2d(total, c, 1, bias=False)
+            with torch.no_grad():  # identity on the feature, zero on the bank
+                self.mix.weight.zero_()
+                self.mix.weight[:, :c, 0, 0].copy_(torch.eye(c))
+
+    def forward(self, feat: Tensor, bank: list[Tensor]) -> Tensor:
+        if len(bank) < self.count:
+            raise ValueError(f"the aux net reads {self.count} bank entries, the step holds {len(bank)}")
+        read = [resize_to(b, self.size) for b in bank[len(bank) - self.count:]]
+        if self.mode == "add":
+            for proj, b in zip(self.proj, read, strict=True):
+                feat = feat + proj(b)
+            return feat
+        return self.mix(torch.cat([feat, *read], 1))
+
+
+class GlobalEnd(nn.Module):
+    """Copies of the later units + the real head (shared) or an EMA copy of it."""
+
+    def __init__(self, ctx: AuxContext, resume_at: int, end: str, through: str, momentum: float) -> None:
+        super().__init__()
+        self.resume_at = resume_at
+        self.own_last = ctx.next_start - 1  # module k's last unit: its tap comes attached
+        self.taps = list(ctx.taps)
+        self.momentum = momentum
+        later = ctx.units[resume_at:]
+        copy = frozen_copy if through == "ema" else clone_module
+        self.through = nn.ModuleList(copy(u) for u in later)
+        self.follow_units = through == "ema"
+        self.head_ema = frozen_copy(ctx.head) if end == "global_ema" else None
+
+    def forward(self, feat: Tensor, h: Tensor, image: Tensor, target, state: StepState) -> Tensor:
+        got = dict(state.taps)
+        got[self.own_last] = feat
+        got[self.resume_at - 1] = h
+        for i, unit in enumerate(self.through, self.resume_at):
+            h = unit(h)
+            if i in self.taps:
+                got[i] = h
+        head = self.head_ema if self.head_ema is not None else state.head
+        return head.loss(head([got[i] for i in self.taps]), image, target)
+
+    def after_step(self, model: nn.Module) -> None:
+        if self.follow_units:
+            for i, twin in enumerate(self.through, self.resume_at):
+                ema_update(twin, model.unit(i), self.momentum)
+        if self.head_ema is not None:
+            ema_update(self.head_ema, model.head, self.momentum)
+
+
+def attach(aux: AuxNet, ctx: AuxContext, opts: dict) -> AuxNet:
+    """Add the bank fusion and the global end an aux entry asks for."""
+    n = min(opts.get("bank", 0), ctx.module)
+    if opts.get("bank", 0) > 0 and ctx.module > 0:
+        shapes = ctx.module_out_shapes[ctx.module - n:ctx.module]
+        aux.fusion = BankFusion(shapes, ctx.feature_shape, opts["bank_fusion"])
+    if opts.get("end", "local") != "local":
+        aux.global_end = GlobalEnd(ctx, aux.resume_at, opts["end"], opts["through"],
+                                   opts.get("through_momentum", 0.995))
+        aux.end = None  # the family's own head is not used (and gets no optimizer state)
+    return aux
