@@ -98,7 +98,8 @@ def _write_pareto(path: Path, meta: dict, records: list[dict], front: list[dict]
     ref = e2e["peak_memory_bytes"] if e2e else None
 
     def entry(r: dict) -> dict:
-        return {"trial": r["number"], "score": r["score"], "peak_memory_bytes": r["peak_memory_bytes"],
+        return {"trial": r["number"], "score": r["score"], "scores": r.get("scores") or {},
+                "peak_memory_bytes": r["peak_memory_bytes"],
                 "ratio_to_e2e_memory": round(r["peak_memory_bytes"] / ref, 4) if ref else None,
                 "seconds": r["seconds"], "design_hash": r["design_hash"], "K": r["K"],
                 "design": recipe_design(r, meta)}
@@ -111,12 +112,14 @@ def _write_pareto(path: Path, meta: dict, records: list[dict], front: list[dict]
 
 def _write_csv(path: Path, records: list[dict]) -> Path:
     names = sorted({k for r in records for k in r["params"]})
+    metrics = sorted({k for r in records for k in r.get("scores", {})})  # every metric the task reports
     cols = ["number", "state", "score", "peak_memory_bytes", "seconds", "design_hash", "K", "is_e2e",
             "reused_from", "epochs", "reason"]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(cols + [f"param:{n}" for n in names])
+        w.writerow(cols + [f"metric:{m}" for m in metrics] + [f"param:{n}" for n in names])
         for r in records:
             row = {**r, "epochs": len(r["history"])}
-            w.writerow([row.get(c) for c in cols] + [r["params"].get(n) for n in names])
+            w.writerow([row.get(c) for c in cols] + [r.get("scores", {}).get(m) for m in metrics]
+                       + [r["params"].get(n) for n in names])
     return path

@@ -438,7 +438,8 @@ def records(study: optuna.Study) -> list[dict]:
                     "seconds": ua.get("seconds"), "design_hash": ua.get("design_hash"), "params": dict(t.params),
                     "design": ua.get("design"), "is_e2e": bool(ua.get("is_e2e")), "K": ua.get("K"),
                     "reused_from": ua.get("reused_from"), "history": list(ua.get("history", [])),
-                    "reason": ua.get("reason"), "enqueued": ua.get("enqueued")})
+                    "reason": ua.get("reason"), "enqueued": ua.get("enqueued"),
+                    "scores": dict(ua.get("scores") or {})})
     return out
 
 

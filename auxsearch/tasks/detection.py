@@ -17,15 +17,17 @@ data-dependent shapes, so detection designs are measured, not simulated, for mem
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torchvision.models.detection import FCOS
 from torchvision.models.detection import _utils as det_utils
 from torchvision.models.detection.anchor_utils import AnchorGenerator
-from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, FCOSRegressionHead
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
@@ -35,6 +37,21 @@ from .base import FinalHead, Task, level_taps
 
 def _stride(image_shape: Sequence[int], feature_shape: Sequence[int]) -> int:
     return max(1, round(image_shape[-1] / feature_shape[-1]))
+
+
+class NarrowFCOSHead(FCOSHead):
+    """torchvision's ``FCOSHead`` (its forward and loss) with GroupNorm groups that fit any width.
+
+    torchvision's constructor fixes GroupNorm(32 groups), which needs 32k channels; light
+    aux heads are 8 or 16 wide, so this one uses gcd(channels, 32) groups.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, num_convs: int) -> None:
+        nn.Module.__init__(self)  # FCOSHead.__init__ would build the GroupNorm(32) layers
+        norm = partial(nn.GroupNorm, math.gcd(in_channels, 32))
+        self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
+        self.classification_head = FCOSClassificationHead(in_channels, 1, num_classes, num_convs, norm_layer=norm)
+        self.regression_head = FCOSRegressionHead(in_channels, 1, num_convs, norm_layer=norm)
 
 
 class FCOSLevels(nn.Module):
@@ -48,7 +65,7 @@ class FCOSLevels(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, strides: Sequence[int], num_convs: int,
                  score_thresh: float = 0.05, nms_thresh: float = 0.6, detections_per_img: int = 100) -> None:
         super().__init__()
-        self.head = FCOSHead(in_channels, 1, num_classes + 1, num_convs=num_convs)
+        self.head = NarrowFCOSHead(in_channels, num_classes + 1, num_convs)
         self.anchor_generator = AnchorGenerator(tuple((s,) for s in strides), ((1.0,),) * len(strides))
         self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
         self.center_sampling_radius = 1.5
@@ -110,11 +127,6 @@ class LocalDetectionHead(nn.Module):
         return self.fcos.loss([self.proj(feat)], image, target)
 
 
-def _multiple_of_16(key: str, value: int) -> None:
-    if value % 16:  # FCOSHead normalises with GroupNorm(16 groups)
-        raise ConfigError(key, f"detection heads use GroupNorm with 16 groups: must be a multiple of 16, got {value}")
-
-
 class Detection(Task):
     name = "detection"
     metric = "map"
@@ -128,7 +140,6 @@ class Detection(Task):
         for k in ("levels", "fpn_channels", "head_convs", "detections_per_img"):
             if not isinstance(a[k], int) or isinstance(a[k], bool) or a[k] < 1:
                 raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {a[k]!r}")
-        _multiple_of_16("task.args.fpn_channels", a["fpn_channels"])
         return a
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
@@ -144,7 +155,6 @@ class Detection(Task):
                              self.check_args(design["task"]["args"]))
 
     def local_head(self, design: Mapping, feature_shape: tuple, depth: int, width: int) -> nn.Module:
-        _multiple_of_16("aux.width", width)
         return LocalDetectionHead(feature_shape, design["input_shape"], design["num_classes"], depth, width)
 
     def to_device(self, target: list[dict], device: torch.device) -> list[dict]:

@@ -1,0 +1,188 @@
+"""Dense tasks end to end: heads, local heads, metrics, memory, design files and a study."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from auxsearch import memory
+from auxsearch.engine import build, local_step
+from auxsearch.errors import ConfigError
+from auxsearch.graph import normalize, save_design
+from auxsearch.tasks import get_task
+from auxsearch.training import fit
+
+SCENES = {"name": "scenes", "image_size": 32, "num_train": 32, "num_test": 16, "seed": 0}
+PHOTOS = {"name": "photos", "scale": 2, "patch": 12, "patches_per_epoch": 32, "test_crops": 1, "test_patch": 16}
+
+
+def design(which: str, **over) -> dict:
+    d = {
+        "detection": dict(task={"name": "detection", "args": {"levels": 2, "fpn_channels": 16}},
+                          backbone={"name": "resnet8"}, input_shape=[3, 32, 32], num_classes=4, num_units=4,
+                          data=SCENES),
+        "segmentation": dict(task={"name": "segmentation", "args": {"levels": 2, "decoder_channels": 16}},
+                             backbone={"name": "resnet8"}, input_shape=[3, 32, 32], num_classes=5, num_units=4,
+                             data=SCENES),
+        "superres": dict(task={"name": "superres", "args": {"scale": 2}},
+                         backbone={"name": "edsr", "args": {"blocks": 3, "width": 16}}, input_shape=[3, 12, 12],
+                         num_classes=1, num_units=4, data=PHOTOS),
+    }[which]
+    d.update(splits=[1, 2], aux=[{"family": "dgl", "width": 16}, {"family": "momentum", "width": 16, "bank": 1}])
+    d.update(over)
+    return d
+
+
+TASKS = ("detection", "segmentation", "superres")
+WIRINGS = {"plain": {}, "bank": {"bank": 1, "bank_fusion": "concat"}, "global": {"end": "global"},
+           "global_ema": {"end": "global_ema"}}
+
+
+@pytest.mark.parametrize("wiring", sorted(WIRINGS))
+@pytest.mark.parametrize("task", TASKS)
+def test_local_step_trains_every_parameter_and_inference_predicts(task, wiring):
+    torch.manual_seed(0)
+    aux = [{"family": "dgl", "width": 16, "depth": 2, **WIRINGS[wiring]},
+           {"family": "momentum", "width": 16, **WIRINGS[wiring]}]
+    d = design(task, aux=aux)
+    model = build(d)
+    x, y = get_task(task).example_batch(normalize(d), 2)
+    _, losses = local_step(model, x, y)
+    assert len(losses) == 3 and all(torch.isfinite(v) for v in losses)
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+    if task == "detection":
+        assert len(out) == 2 and set(out[0]) == {"boxes", "scores", "labels"}
+    elif task == "segmentation":
+        assert out.shape == (2, 5, 32, 32)
+    else:
+        assert out.shape == (2, 3, 24, 24)
+
+
+def test_detection_taps_and_local_heads_follow_the_strides():
+    model = build(design("detection"))
+    assert model.taps == [2, 3]  # last unit at 16x16 and at 8x8
+    strides = [a.end.fcos.anchor_generator.sizes[0][0] for a in model.aux]
+    assert strides == [1, 2]  # module 0 ends at 32x32, module 1 at 16x16 (the LB/EMA block keeps it)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_short_fit_scores_with_the_task_metric(task):
+    result = fit(design(task), train={"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 1e-3})
+    metric = get_task(task).metric
+    assert result.metric == metric and result.scores[metric] == result.score
+    assert set(result.scores) == {"detection": {"map", "map_50"}, "segmentation": {"miou", "pixel_accuracy"},
+                                  "superres": {"psnr", "ssim"}}[task]
+    assert result.peak_memory_bytes > 0 and torch.isfinite(torch.tensor(result.score))
+
+
+class _Oracle(torch.nn.Module):
+    """Answers with the ground truth it is handed: the metric must then be perfect."""
+
+    def __init__(self, answers, design):
+        super().__init__()
+        self.answers, self.design = list(answers), design
+
+    def forward(self, x):
+        return self.answers.pop(0)
+
+
+def test_detection_map_is_one_for_the_ground_truth():
+    task = get_task("detection")
+    data = task.load_data(SCENES)
+    loader = DataLoader(data.test, batch_size=8, collate_fn=data.collate)
+    answers = [[{**t, "scores": torch.ones(len(t["labels"]))} for t in targets] for _, targets in loader]
+    scores = task.evaluate(_Oracle(answers, normalize(design("detection"))), loader, torch.device("cpu"))
+    assert scores["map"] == pytest.approx(1.0) and scores["map_50"] == pytest.approx(1.0)
+
+
+def test_segmentation_miou_is_one_for_the_ground_truth():
+    task = get_task("segmentation")
+    data = task.load_data(SCENES)
+    loader = DataLoader(data.test, batch_size=8)
+    answers = [torch.nn.functional.one_hot(m, 5).permute(0, 3, 1, 2).float() for _, m in loader]
+    scores = task.evaluate(_Oracle(answers, normalize(design("segmentation"))), loader, torch.device("cpu"))
+    assert scores["miou"] == pytest.approx(1.0) and scores["pixel_accuracy"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("task", ["segmentation", "superres"])
+def test_simulated_peak_equals_the_measured_cpu_peak(task):
+    d = design(task)
+    assert memory.simulate(d, 4) == memory.measure(d, 4)
+
+
+def test_detection_refuses_simulation_with_a_reason():
+    with pytest.raises(ConfigError) as err:
+        memory.simulate(design("detection"), 4)
+    assert err.value.key == "memory.mode" and "measured" in err.value.message
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"aux": [{"family": "infopro"}] * 2}, "aux.0.family"),
+    ({"aux": [{"family": "momentum", "head": "infopro"}] * 2}, "aux.0.family"),
+    ({"task": "translation"}, "task"),
+    ({"task": {"name": "detection", "args": {"anchors": 3}}}, "task.args.anchors"),
+    ({"task": {"name": "superres", "args": {"scale": 5}}}, "task.args.scale"),
+])
+def test_dense_designs_that_cannot_work_are_refused(over, key):
+    with pytest.raises(ConfigError) as err:
+        build(design("detection" if "superres" not in str(over) else "superres", **over))
+    assert err.value.key == key
+
+
+def test_superres_scale_must_match_the_data():
+    d = design("superres", task={"name": "superres", "args": {"scale": 3}}, input_shape=[3, 12, 12])
+    with pytest.raises(ConfigError) as err:
+        fit(d, train={"epochs": 1})
+    assert err.value.key == "task.args.scale"
+
+
+def test_cli_trains_a_dense_design_file(tmp_path):
+    path = save_design(design("superres"), tmp_path / "sr.yaml")
+    out = subprocess.run([sys.executable, "-m", "auxsearch", "train", str(path), "--epochs", "1", "--json"],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["metric"] == "psnr" and result["score"] > 10 and "ssim" in result["scores"]
+
+
+def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
+    space = {"modules": {"low": 2, "high": 3}, "families": ["dgl"], "depth": 1, "width": 16,
+             "bank": [0, 1], "end": ["local", "global"]}
+    study = {"name": "seg", "task": {"name": "segmentation", "args": {"levels": 2, "decoder_channels": 16}},
+             "data": SCENES, "backbone": {"name": "resnet8"}, "search_space": space,
+             "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.003},
+             "pruning": {"enabled": False}, "n_trials": 4, "output": "run", "enqueue": ["man_k4"]}
+    (tmp_path / "seg.yaml").write_text(yaml.safe_dump(study))
+    run = subprocess.run([sys.executable, "-m", "auxsearch", "run", str(tmp_path / "seg.yaml")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()
+    assert "metric:miou" in rows[0] and "metric:pixel_accuracy" in rows[0] and len(rows) == 5
+    assert "maximise <b>miou</b>" in (tmp_path / "run" / "report.html").read_text()
+    exported = tmp_path / "best.yaml"
+    out = subprocess.run([sys.executable, "-m", "auxsearch", "export", str(tmp_path / "run"), "-o", str(exported)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert yaml.safe_load(exported.read_text())["task"]["name"] == "segmentation"
+
+
+def test_infopro_in_a_dense_search_space_is_refused(tmp_path):
+    from auxsearch.study import prepare
+
+    study = {"name": "det", "task": "detection", "data": SCENES, "backbone": {"name": "resnet8"},
+             "search_space": {"families": ["dgl", "infopro"]}}
+    (tmp_path / "det.yaml").write_text(yaml.safe_dump(study))
+    with pytest.raises(ConfigError) as err:
+        prepare(Path(tmp_path / "det.yaml"))
+    assert err.value.key == "search_space.families"
