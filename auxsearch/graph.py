@@ -129,6 +129,15 @@ def _wiring(entry: Mapping, key: str, family: str) -> dict[str, Any]:
     return w
 
 
+def _effective_bank(entry: dict[str, Any], module: int) -> dict[str, Any]:
+    """Module k has only k earlier outputs to read: a larger bank is the same design (same hash)."""
+    if entry["bank"] > module:
+        entry["bank"] = module
+        if module == 0:
+            entry.pop("bank_fusion", None)
+    return entry
+
+
 def canonical_task(t: Any) -> dict[str, Any]:
     """``{name, args}``: a bare name is accepted; classification is the default."""
     if t is None:
@@ -168,7 +177,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
     if not isinstance(aux, list) or len(aux) != len(out["splits"]):
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
                           f"for {len(out['splits']) + 1} modules, got {aux!r}")
-    out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"]) for i, a in enumerate(aux)]
+    out["aux"] = [_effective_bank(normalize_aux(a, f"aux.{i}", out["task"]["name"]), i) for i, a in enumerate(aux)]
     for k in ("data", "train"):
         if k in design and design[k] is not None:
             if not isinstance(design[k], Mapping):

@@ -149,3 +149,12 @@ def test_wiring_options_that_do_not_apply_are_refused(aux, key):
     with pytest.raises(ConfigError) as err:
         normalize(tiny_design(splits=[2], aux=[aux]))
     assert err.value.key == key
+
+
+def test_a_bank_larger_than_the_earlier_modules_is_the_same_design():
+    """Module k can read k earlier outputs: bank 3 at K = 3 builds and hashes like bank 2 / 1 / 0."""
+    wide = normalize(tiny_design(splits=[1, 3], aux=[{"family": "dgl", "bank": 3}] * 2))
+    assert [a["bank"] for a in wide["aux"]] == [0, 1]
+    assert "bank_fusion" not in wide["aux"][0]
+    exact = tiny_design(splits=[1, 3], aux=[{"family": "dgl"}, {"family": "dgl", "bank": 1}])
+    assert design_hash(wide) == design_hash(exact)
