@@ -177,7 +177,7 @@ class StudyConfig:
     name: str = spec("study", help="study name (Optuna study name, report title)")
     task: Any = spec("classification", help="classification, detection, superres or segmentation; "
                      "or {name, args} with the task's head arguments")
-    data: dict = spec({"name": "digits"}, help="data set block (see the data set reference)")
+    data: dict = spec({}, help="data set block; empty: the task's embedded default (digits, scenes, photos)")
     backbone: dict = spec({"name": "resnet20"}, help="{name, args}: the network being split")
     search_space: Any = spec("../search_spaces/quickstart.yaml", help="a search_spaces/*.yaml path or an inline mapping")
     train: TrainConfig = spec(TrainConfig(), help="the training budget of every trial")

@@ -40,7 +40,8 @@ class LocalNetwork(nn.Module):
     in [0, 1]: the network normalises it itself with the ``mean`` / ``std`` buffers (set
     from the data set, saved with the weights), so aux nets that reconstruct the image
     (InfoPro) can compare against the raw pixels. ``taps`` are the units whose outputs
-    the real head reads; ``bank_keep`` the modules whose outputs some aux net reads.
+    the real head reads; ``bank_last`` maps a module to the last module whose aux net reads
+    its output.
     """
 
     def __init__(self, design: dict, stages: list[nn.Sequential], aux: list[AuxNet],
@@ -53,7 +54,11 @@ class LocalNetwork(nn.Module):
         self.head = head
         self.taps = list(taps)
         self.bounds = bounds(design)
-        self.bank_keep = {j for k, a in enumerate(design["aux"]) for j in range(max(0, k - a.get("bank", 0)), k)}
+        # bank_last[j]: the last module whose aux net reads module j's output (held until then)
+        self.bank_last: dict[int, int] = {}
+        for k, a in enumerate(design["aux"]):
+            for j in range(max(0, k - a.get("bank", 0)), k):
+                self.bank_last[j] = k
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
@@ -162,7 +167,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
                     here[i] = h
             if k < last:
                 aux = model.aux[k]
-                state = StepState(bank, {**taps, **{i: t.detach() for i, t in here.items()}}, model.head)
+                state = StepState(bank, {**taps, **here}, model.head)  # module k's own taps stay attached
                 loss = aux(h, x, y, state)
             else:
                 raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
@@ -171,7 +176,10 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
         if k < last:
             aux.after_step(model)
             taps.update((i, t.detach()) for i, t in here.items())
-            bank.append(h.detach() if k in model.bank_keep else None)
+            bank.append(h.detach() if k in model.bank_last else None)
+            for j, last_reader in model.bank_last.items():
+                if last_reader == k:
+                    bank[j] = None  # read for the last time: free it before the next module runs
         losses.append(loss.detach())
     return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, raw), losses
 

@@ -94,6 +94,16 @@ GLOBAL_FAMILIES = frozenset({"dgl", "momentum"})
 # Tasks a design can be trained for (implemented in auxsearch.tasks); families that only
 # make sense for classification (InfoPro's loss is cross-entropy + image reconstruction).
 TASK_NAMES = ("classification", "detection", "superres", "segmentation")
+# The arguments of each task's real head, with their defaults (filled into every design so
+# that ``task: detection`` and ``{name: detection, args: {levels: 2}}`` hash the same). The
+# rules on their values live with the tasks (``Task.check_args``).
+TASK_ARGS: dict[str, dict[str, Any]] = {
+    "classification": {},
+    "detection": {"levels": 2, "fpn_channels": 64, "head_convs": 2, "score_thresh": 0.05, "nms_thresh": 0.6,
+                  "detections_per_img": 100},
+    "superres": {"scale": 2},
+    "segmentation": {"levels": 3, "decoder_channels": 64},
+}
 CLASSIFICATION_ONLY = frozenset({"infopro"})
 
 # Families whose aux net holds an EMA copy of a backbone unit (drawn as an

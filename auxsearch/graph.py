@@ -42,6 +42,7 @@ from .families import (
     EMA_FAMILIES,
     FAMILY_OPTIONS,
     GLOBAL_FAMILIES,
+    TASK_ARGS,
     TASK_NAMES,
     WIRING_NEUTRAL,
     WIRING_OPTIONS,
@@ -82,32 +83,47 @@ def _check_option(key: str, opt, v: Any) -> Any:
 
 
 def normalize_aux(entry: Mapping, key: str, task: str = "classification") -> dict[str, Any]:
-    """Validate one aux entry and return it with every default filled in."""
+    """Validate one aux entry and return it with every default filled in.
+
+    Options that cannot affect the network are refused when written and left out when not:
+    the other head's options of the momentum family, every head option (``depth``, ``width``,
+    ``pool``, ``head``, ...) under a global end (the real head replaces the family's), and
+    ``pool`` on dense tasks (their light head does not pool). So one network has one hash.
+    """
     if not isinstance(entry, Mapping):
         raise ConfigError(key, f"must be a mapping with a 'family' key, got {entry!r}")
     family = entry.get("family")
     if family not in FAMILY_OPTIONS:
         raise ConfigError(f"{key}.family", f"unknown aux family {family!r}; known: {known(FAMILY_OPTIONS)}")
     schema = FAMILY_OPTIONS[family]
-    out: dict[str, Any] = {"family": family,
-                           "depth": _check_int(f"{key}.depth", entry.get("depth", 1), 1),
-                           "width": _check_int(f"{key}.width", entry.get("width", 64), 1)}
-    unknown = set(entry) - set(schema) - set(WIRING_OPTIONS) - set(out)
+    unknown = set(entry) - set(schema) - set(WIRING_OPTIONS) - {"family", "depth", "width"}
     if unknown:
         allowed = known(["family", "depth", "width", *schema, *WIRING_OPTIONS])
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown option for family {family!r}; allowed: {allowed}")
+    out: dict[str, Any] = {"family": family,
+                           "depth": _check_int(f"{key}.depth", entry.get("depth", 1), 1),
+                           "width": _check_int(f"{key}.width", entry.get("width", 64), 1)}
     for name, opt in schema.items():
         out[name] = _check_option(f"{key}.{name}", opt, entry.get(name, opt.default))
-    if family == "momentum":  # drop the options of the head it does not use
+    wiring = _wiring(entry, key, family)
+    unused: dict[str, str] = {}
+    if family == "momentum":  # the options of the head it does not use
         other = "infopro" if out["head"] == "dgl" else "dgl"
-        for name in _HEAD_ONLY[other]:
-            if name in entry:
-                raise ConfigError(f"{key}.{name}", f"only applies with head: {other}, but head is {out['head']!r}")
-            out.pop(name)
-    if task != "classification" and (family in CLASSIFICATION_ONLY or out.get("head") == "infopro"):
-        raise ConfigError(f"{key}.family", f"InfoPro's loss is classification-only; task {task!r} "
-                          "takes families dgl, augment, momentum (head: dgl)")
-    out.update(_wiring(entry, key, family))
+        unused.update((n, f"head: {other}, but head is {out['head']!r}") for n in _HEAD_ONLY[other])
+    if wiring["end"] != "local":  # the real head replaces the family's own
+        head_opts = ["depth", "width", "pool", "head", *_HEAD_ONLY["infopro"]]
+        unused.update((n, f"end: local (end {wiring['end']!r} uses the real head)") for n in head_opts)
+    elif task != "classification":
+        unused["pool"] = "classification (a dense task's light head does not pool)"
+        if family in CLASSIFICATION_ONLY or out.get("head") == "infopro":
+            bad = "family" if family in CLASSIFICATION_ONLY else "head"
+            raise ConfigError(f"{key}.{bad}", f"InfoPro's loss is classification-only; task {task!r} "
+                              "takes families dgl, augment, momentum (head: dgl)")
+    for name, why in unused.items():
+        if name in entry:
+            raise ConfigError(f"{key}.{name}", f"only applies with {why}")
+        out.pop(name, None)
+    out.update(wiring)
     return out
 
 
@@ -149,7 +165,12 @@ def canonical_task(t: Any) -> dict[str, Any]:
     args = t.get("args") or {}
     if not isinstance(args, Mapping):
         raise ConfigError("task.args", f"must be a mapping, got {args!r}")
-    return {"name": t["name"], "args": dict(args)}
+    defaults = TASK_ARGS[t["name"]]
+    unknown = sorted(set(args) - set(defaults))
+    if unknown:
+        raise ConfigError(f"task.args.{unknown[0]}", f"unknown argument for task {t['name']!r}; "
+                          f"allowed: {known(defaults) or 'none'}")
+    return {"name": t["name"], "args": {**defaults, **args}}
 
 
 def normalize(design: Mapping) -> dict[str, Any]:

@@ -79,8 +79,9 @@ class LiveBytes(TorchDispatchMode):
                 for state in obj.state.values():
                     for t in state.values():
                         self.track(t)
-            else:
-                self.track(obj)
+            else:  # a tensor, or a batch of them (detection targets: a list of dicts of tensors)
+                for t in tree_leaves(obj):
+                    self.track(t)
 
     def _free(self, key: int) -> None:
         self.current -= self._live.pop(key, 0)
@@ -174,7 +175,8 @@ def check_simulatable(design: Any) -> None:
     task = get_task(as_design(design)["task"]["name"])
     if not task.simulatable:
         raise ConfigError("memory.mode", f"task {task.name!r} cannot be simulated: its loss has data-dependent "
-                          "shapes (target assignment); use memory mode: measured")
+                          "shapes (target assignment); measure it instead (study: memory: {mode: measured}; "
+                          "CLI: auxsearch memory --mode measured)")
 
 
 def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,

@@ -226,36 +226,46 @@ def suggest_design(trial, space: SearchSpace, base: Mapping, unit_costs: Sequenc
         for i in range(1, k):
             prev = trial.suggest_int(f"split_{i}", prev + 1, n - (k - i))
             splits.append(prev)
+    dense = base.get("task", {}).get("name", "classification") != "classification"
     if space.per_module:
-        aux = [_suggest_aux(trial, space, f"aux{m}.") for m in range(k - 1)]
+        aux = [_suggest_aux(trial, space, f"aux{m}.", dense, m) for m in range(k - 1)]
     else:
-        aux = [_suggest_aux(trial, space, "aux.")] * (k - 1) if k > 1 else []
+        aux = [_suggest_aux(trial, space, "aux.", dense, None)] * (k - 1) if k > 1 else []
     return {**{f: base[f] for f in ("task", "backbone", "input_shape", "num_classes", "num_units") if f in base},
             "splits": splits, "aux": [dict(a) for a in aux]}
 
 
-def _suggest_aux(trial, space: SearchSpace, prefix: str) -> dict:
+def _suggest_aux(trial, space: SearchSpace, prefix: str, dense: bool, module: int | None) -> dict:
+    """One aux entry; a dimension is asked only where it changes the network (one hash per network).
+
+    ``module`` is the module index with ``per_module`` (None: one entry shared by all). The
+    order of questions is the order of the classification-only releases when ``end`` is fixed.
+    """
     family = space.dim("families").suggest(trial, f"{prefix}family")
-    entry = {"family": family, "depth": space.dim("depth").suggest(trial, f"{prefix}depth")}
-    if family != "augment":  # AugLocal's aux is made of backbone units: no width
-        entry["width"] = space.dim("width").suggest(trial, f"{prefix}width")
+    entry: dict[str, Any] = {"family": family}
+    if family in GLOBAL_FAMILIES:
+        entry["end"] = space.dim("end").suggest(trial, f"{prefix}end")
+    local = entry.get("end", "local") == "local"
+    if local:
+        entry["depth"] = space.dim("depth").suggest(trial, f"{prefix}depth")
+        if family != "augment" or dense:  # AugLocal's classifier is a linear layer: no width
+            entry["width"] = space.dim("width").suggest(trial, f"{prefix}width")
     if family == "augment":
         entry["tau"] = space.dim("tau").suggest(trial, f"{prefix}tau")
     if family == "momentum":
-        for name in ("momentum", "learnable_scale", "head"):
+        for name in ("momentum", "learnable_scale", "head") if local else ("momentum", "learnable_scale"):
             entry[name] = space.dim(name).suggest(trial, f"{prefix}{name}")
-    if family == "dgl" or (family == "momentum" and entry["head"] == "dgl"):
+    if local and not dense and (family == "dgl" or (family == "momentum" and entry["head"] == "dgl")):
         entry["pool"] = space.dim("pool").suggest(trial, f"{prefix}pool")
-    return _suggest_wiring(trial, space, prefix, entry)
+    return _suggest_wiring(trial, space, prefix, entry, module)
 
 
-def _suggest_wiring(trial, space: SearchSpace, prefix: str, entry: dict) -> dict:
-    """Bank reads and the aux end; each asked only where it applies (conditional parameters)."""
-    entry["bank"] = space.dim("bank").suggest(trial, f"{prefix}bank")
+def _suggest_wiring(trial, space: SearchSpace, prefix: str, entry: dict, module: int | None) -> dict:
+    """Bank reads and the global end's options; each asked only where it applies."""
+    entry["bank"] = space.dim("bank").suggest(trial, f"{prefix}bank") if module != 0 else 0
     if entry["bank"] > 0:
         entry["bank_fusion"] = space.dim("bank_fusion").suggest(trial, f"{prefix}bank_fusion")
-    end = space.dim("end").suggest(trial, f"{prefix}end") if entry["family"] in GLOBAL_FAMILIES else "local"
-    entry["end"] = end
+    end = entry.setdefault("end", "local")
     if end != "local":
         entry["through"] = space.dim("through").suggest(trial, f"{prefix}through")
         if end == "global_ema" or entry["through"] == "ema":

@@ -190,7 +190,8 @@ def _grid(space: SearchSpace, base: dict) -> dict[str, list]:
     grid = {"K": space.dim("modules")}
     prefixes = [f"aux{m}." for m in range(max(space.dim("modules").values()) - 1)] if space.per_module else ["aux."]
     for p in prefixes:
-        for name in ("families", "depth", "width", "tau", "momentum", "learnable_scale", "head", "pool"):
+        for name in ("families", "depth", "width", "tau", "momentum", "learnable_scale", "head", "pool",
+                     "bank", "bank_fusion", "end", "through", "through_momentum"):
             grid[p + ("family" if name == "families" else name)] = space.dim(name)
     out = {}
     for name, dim in grid.items():

@@ -49,8 +49,8 @@ WIRINGS = {"plain": {}, "bank": {"bank": 1, "bank_fusion": "concat"}, "global": 
 @pytest.mark.parametrize("task", TASKS)
 def test_local_step_trains_every_parameter_and_inference_predicts(task, wiring):
     torch.manual_seed(0)
-    aux = [{"family": "dgl", "width": 16, "depth": 2, **WIRINGS[wiring]},
-           {"family": "momentum", "width": 16, **WIRINGS[wiring]}]
+    head = {} if "end" in WIRINGS[wiring] else {"width": 16, "depth": 2}  # a global end has no head of its own
+    aux = [{"family": "dgl", **head, **WIRINGS[wiring]}, {"family": "momentum", **head, **WIRINGS[wiring]}]
     d = design(task, aux=aux)
     model = build(d)
     x, y = get_task(task).example_batch(normalize(d), 2)
@@ -129,7 +129,8 @@ def test_detection_refuses_simulation_with_a_reason():
 
 @pytest.mark.parametrize("over, key", [
     ({"aux": [{"family": "infopro"}] * 2}, "aux.0.family"),
-    ({"aux": [{"family": "momentum", "head": "infopro"}] * 2}, "aux.0.family"),
+    ({"aux": [{"family": "momentum", "head": "infopro"}] * 2}, "aux.0.head"),
+    ({"aux": [{"family": "dgl", "pool": 4}] * 2}, "aux.0.pool"),
     ({"task": "translation"}, "task"),
     ({"task": {"name": "detection", "args": {"anchors": 3}}}, "task.args.anchors"),
     ({"task": {"name": "superres", "args": {"scale": 5}}}, "task.args.scale"),
@@ -225,3 +226,27 @@ def test_shipped_real_data_studies_run_on_files_in_their_layout(tmp_path, name):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len((tmp_path / "run" / "trials.csv").read_text().splitlines()) == 3
+
+
+def test_a_global_end_leaves_the_real_heads_running_statistics_to_the_real_path():
+    """The segmentation head has BatchNorm: only the last module's own forward may update it."""
+    stats = []
+    x, y = get_task("segmentation").example_batch(normalize(design("segmentation")), 2)
+    for aux in ([{"family": "dgl", "width": 16}], [{"family": "dgl", "end": "global"}]):
+        torch.manual_seed(0)
+        model = build(design("segmentation", splits=[2], aux=aux))
+        local_step(model, x, y)
+        bn = model.head.classify[1]
+        stats.append((bn.running_mean.clone(), bn.running_var.clone(), int(bn.num_batches_tracked)))
+    assert torch.equal(stats[0][0], stats[1][0]) and torch.equal(stats[0][1], stats[1][1])
+    assert stats[0][2] == stats[1][2] == 1
+
+
+def test_task_arguments_at_their_defaults_hash_like_the_bare_task():
+    from auxsearch.graph import design_hash
+
+    bare = design("detection", task="detection")
+    spelled = design("detection", task={"name": "detection", "args": {"levels": 2}})
+    other = design("detection", task={"name": "detection", "args": {"levels": 3}})
+    assert design_hash(bare) == design_hash(spelled) != design_hash(other)
+    assert normalize(bare)["task"]["args"]["fpn_channels"] == 64

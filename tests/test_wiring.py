@@ -25,9 +25,9 @@ def _stage0_grads(model, batch):
 WIRED = {
     "bank-add": {"family": "dgl", "width": 8, "bank": 2},
     "bank-concat": {"family": "dgl", "width": 8, "bank": 2, "bank_fusion": "concat"},
-    "global": {"family": "dgl", "width": 8, "end": "global"},
-    "global-trainable": {"family": "dgl", "width": 8, "end": "global", "through": "trainable"},
-    "global-ema": {"family": "momentum", "width": 8, "end": "global_ema"},
+    "global": {"family": "dgl", "end": "global"},
+    "global-trainable": {"family": "dgl", "end": "global", "through": "trainable"},
+    "global-ema": {"family": "momentum", "end": "global_ema"},
 }
 
 
@@ -75,8 +75,8 @@ def test_every_trainable_parameter_gets_a_finite_gradient(name, batch):
 def test_global_end_shares_the_real_head_and_global_ema_does_not(batch):
     """The real head's gradient: final loss only (local, global_ema) or final + every global aux."""
     local = _model([{"family": "momentum", "width": 8}] * 2)
-    shared = _model([{"family": "momentum", "width": 8, "end": "global"}] * 2)
-    ema = _model([{"family": "momentum", "width": 8, "end": "global_ema"}] * 2)
+    shared = _model([{"family": "momentum", "end": "global"}] * 2)
+    ema = _model([{"family": "momentum", "end": "global_ema"}] * 2)
     for m in (local, shared, ema):
         local_step(m, *batch)
     # Same seed, same build order: backbone and head start identical in the three models.
@@ -88,7 +88,7 @@ def test_global_end_shares_the_real_head_and_global_ema_does_not(batch):
 
 
 def test_global_ema_copies_follow_the_real_units_and_head(batch):
-    model = _model([{"family": "dgl", "width": 8, "end": "global_ema", "through_momentum": 0.9}] * 2)
+    model = _model([{"family": "dgl", "end": "global_ema", "through_momentum": 0.9}] * 2)
     end = model.aux[0].global_end
     with torch.no_grad():
         for p in model.parameters():
@@ -114,10 +114,10 @@ def test_bank_fusion_starts_as_the_identity(fusion, batch):
 
 
 def test_bank_memory_is_counted_in_the_peak():
-    """EDSR keeps one resolution: a bank entry held through the last module adds its bytes."""
+    """EDSR keeps one resolution: a bank entry held while its reader (the largest module) runs adds its bytes."""
     base = {"task": {"name": "superres", "args": {"scale": 2}},
-            "backbone": {"name": "edsr", "args": {"blocks": 5, "width": 16}},
-            "input_shape": [3, 24, 24], "num_classes": 1, "num_units": 6, "splits": [2, 4]}
+            "backbone": {"name": "edsr", "args": {"blocks": 7, "width": 16}},
+            "input_shape": [3, 24, 24], "num_classes": 1, "num_units": 8, "splits": [1, 7]}
     plain = dict(base, aux=[{"family": "dgl", "width": 16}] * 2)
     banked = dict(base, aux=[{"family": "dgl", "width": 16}, {"family": "dgl", "width": 16, "bank": 1}])
     entry = 8 * 16 * 24 * 24 * 4  # one module output at batch 8
@@ -127,7 +127,7 @@ def test_bank_memory_is_counted_in_the_peak():
 
 def test_wiring_is_drawn_as_graph_edges_and_old_hashes_hold():
     d = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "width": 8},
-                                        {"family": "dgl", "width": 8, "bank": 1, "end": "global"}])
+                                        {"family": "dgl", "bank": 1, "end": "global"}])
     g = to_graph(d)
     kinds = {(u, v): e["kind"] for u, v, e in g.edges(data=True)}
     assert kinds[("unit:0", "aux:1")] == "bank"
@@ -144,6 +144,8 @@ def test_wiring_is_drawn_as_graph_edges_and_old_hashes_hold():
     ({"family": "dgl", "bank": -1}, "aux.0.bank"),
     ({"family": "dgl", "end": "everywhere"}, "aux.0.end"),
     ({"family": "dgl", "end": "global", "through": "trainable", "through_momentum": 0.9}, "aux.0.through_momentum"),
+    ({"family": "dgl", "end": "global", "width": 8}, "aux.0.width"),
+    ({"family": "momentum", "end": "global_ema", "head": "dgl"}, "aux.0.head"),
 ])
 def test_wiring_options_that_do_not_apply_are_refused(aux, key):
     with pytest.raises(ConfigError) as err:

@@ -10,14 +10,16 @@ from .base import AuxContext, AuxNet, DGLHead
 
 
 class DGLAux(AuxNet):
-    def __init__(self, ctx: AuxContext, depth: int, width: int, pool: int) -> None:
+    def __init__(self, ctx: AuxContext, opts: dict) -> None:
         super().__init__()
         self.resume_at = ctx.next_start
-        if ctx.local_head is not None:
-            self.end = ctx.local_head(ctx.feature_shape, depth, width)
+        if opts.get("end", "local") != "local":  # a global end (wiring.attach) replaces the head
+            self.end = None
+        elif ctx.local_head is not None:
+            self.end = ctx.local_head(ctx.feature_shape, opts["depth"], opts["width"])
         else:
-            self.end = DGLHead(ctx.feature_shape, ctx.num_classes, depth, width, pool)
+            self.end = DGLHead(ctx.feature_shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:
-    return DGLAux(ctx, opts["depth"], opts["width"], opts["pool"])
+    return DGLAux(ctx, opts)

@@ -42,7 +42,9 @@ class MomentumAux(AuxNet):
         self.ema = frozen_copy(unit)
         self.scale = nn.Parameter(torch.tensor(1.0)) if opts["learnable_scale"] else None
         shape = ctx.unit_out_shapes[ctx.next_start]
-        if ctx.local_head is not None:  # dense task: its light head on the block's output
+        if opts.get("end", "local") != "local":  # a global end (wiring.attach) replaces the head
+            self.end = None
+        elif ctx.local_head is not None:  # dense task: its light head on the block's output
             self.end = ctx.local_head(shape, opts["depth"], opts["width"])
         elif opts["head"] == "infopro":
             self.end = InfoProHead(shape, ctx.image_shape, ctx.num_classes, opts["depth"], opts["width"],

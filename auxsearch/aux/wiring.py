@@ -17,7 +17,8 @@ the early full-resolution maps (EDSR's global residual).
 
 **Global end** (``end: global | global_ema``). Instead of a head of its own the aux net
 ends with the network's real head: ``global`` calls the real head itself (shared, so
-its gradients reach the real head from every such module), ``global_ema`` an EMA copy
+its gradients reach the real head from every such module; its BatchNorm running statistics
+are left to the real path), ``global_ema`` an EMA copy
 of it (no gradient reaches the real head; the copy follows it after every step). In
 front of it sit copies of the later backbone units (``through: ema`` frozen copies
 that follow the real units by EMA, ``through: trainable`` trainable copies initialised
@@ -27,6 +28,8 @@ the earlier modules' features it reads are detached.
 """
 
 from __future__ import annotations
+
+import contextlib
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +78,27 @@ class BankFusion(nn.Module):
         return self.mix(torch.cat([feat, *read], 1))
 
 
+@contextlib.contextmanager
+def frozen_statistics(module: nn.Module):
+    """Train-mode BatchNorm layers normalise with the batch but leave their running statistics alone.
+
+    A ``global`` end calls the real head on the aux path's features; without this, the
+    head's running mean/var (used at evaluation) would mix in every module's copies.
+    """
+    saved = []
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            saved.append((m, m.momentum, m.num_batches_tracked.clone()))
+            m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        for m, momentum, count in saved:
+            m.momentum = momentum
+            with torch.no_grad():
+                m.num_batches_tracked.copy_(count)
+
+
 class GlobalEnd(nn.Module):
     """Copies of the later units + the real head (shared) or an EMA copy of it."""
 
@@ -98,8 +122,10 @@ class GlobalEnd(nn.Module):
             h = unit(h)
             if i in self.taps:
                 got[i] = h
-        head = self.head_ema if self.head_ema is not None else state.head
-        return head.loss(head([got[i] for i in self.taps]), image, target)
+        if self.head_ema is not None:
+            return self.head_ema.loss(self.head_ema([got[i] for i in self.taps]), image, target)
+        with frozen_statistics(state.head):  # the real head's BN statistics follow the real path only
+            return state.head.loss(state.head([got[i] for i in self.taps]), image, target)
 
     def after_step(self, model: nn.Module) -> None:
         if self.follow_units:
@@ -118,5 +144,4 @@ def attach(aux: AuxNet, ctx: AuxContext, opts: dict) -> AuxNet:
     if opts.get("end", "local") != "local":
         aux.global_end = GlobalEnd(ctx, aux.resume_at, opts["end"], opts["through"],
                                    opts.get("through_momentum", 0.995))
-        aux.end = None  # the family's own head is not used (and gets no optimizer state)
     return aux

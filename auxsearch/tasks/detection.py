@@ -32,6 +32,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
 from ..errors import ConfigError
+from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
 
@@ -132,8 +133,7 @@ class Detection(Task):
     metric = "map"
     dense = True
     simulatable = False  # FCOS's target assignment has data-dependent shapes
-    arg_defaults = {"levels": 2, "fpn_channels": 64, "head_convs": 2, "score_thresh": 0.05,
-                    "nms_thresh": 0.6, "detections_per_img": 100}
+    arg_defaults = TASK_ARGS["detection"]
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)

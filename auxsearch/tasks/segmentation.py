@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 
 from ..errors import ConfigError
+from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
 IGNORE = 255
@@ -68,7 +69,7 @@ class Segmentation(Task):
     name = "segmentation"
     metric = "miou"
     dense = True
-    arg_defaults = {"levels": 3, "decoder_channels": 64}
+    arg_defaults = TASK_ARGS["segmentation"]
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)
