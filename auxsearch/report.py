@@ -183,6 +183,14 @@ def _table_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list
     return header, out
 
 
+# How each task's metric reads in the report (the CSV and YAML outputs keep the short name).
+METRIC_LABELS = {"map": "mAP@[.5:.95]", "miou": "mIoU", "psnr": "PSNR (dB)"}
+
+
+def metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(str(metric), str(metric))
+
+
 def pareto_table(records: Sequence[Record], metric: str = "accuracy") -> str:
     """A fixed-width text table of the Pareto front plus the E2E reference row."""
     header, rows = _table_rows(records, metric)
@@ -235,7 +243,7 @@ _LAYERS = {  # legend name -> scatter style, drawn in this order
 
 def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figure:
     """Score against peak memory: all trials, the front, E2E, pruned and infeasible ones."""
-    metric = str(meta.get("metric", "score"))
+    metric = metric_label(meta.get("metric", "score"))
     done, front, e2e = _scored(records), pareto_front(records), e2e_record(records)
     located = [r for r in records if _finite(r.get("peak_memory_bytes"))]
     pruned = [r for r in located if r.get("state") == "PRUNED"]
@@ -337,7 +345,7 @@ def _header(records: Sequence[Record], meta: Mapping[str, Any]) -> str:
     order = [s for s in STATES if counts[s]] + sorted(s for s in counts if s not in STATES)
     states = " &middot; ".join(f"{_esc(s)} {counts[s]}" for s in order) or "none"
     budget = meta.get("memory_budget_bytes")
-    metric = _esc(meta.get("metric", "score"))
+    metric = _esc(metric_label(meta.get("metric", "score")))
     fails = "".join(f"<li>trial {r['number']}: {_esc(r.get('reason') or 'no reason recorded')}</li>"
                     for r in records if r.get("state") == "FAIL")
     return (f"<h1>auxsearch: {_esc(meta.get('name', 'study'))}</h1>\n<p class='meta'>maximise <b>{metric}</b>, "
@@ -386,7 +394,7 @@ def _render(parts: Sequence[str | go.Figure]) -> str:
 
 def write_report(records: Sequence[Record], meta: Mapping[str, Any], path: str | Path) -> Path:
     """Write one self-contained HTML report and return its path."""
-    metric = str(meta.get("metric", "score"))
+    metric = metric_label(meta.get("metric", "score"))
     front = pareto_front(records)
     parts: list[str | go.Figure] = [_header(records, meta), "<h2>Pareto front</h2>"]
     if not front:

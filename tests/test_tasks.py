@@ -170,7 +170,7 @@ def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
     assert run.returncode == 0, run.stderr
     rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()
     assert "metric:miou" in rows[0] and "metric:pixel_accuracy" in rows[0] and len(rows) == 5
-    assert "maximise <b>miou</b>" in (tmp_path / "run" / "report.html").read_text()
+    assert "maximise <b>mIoU</b>" in (tmp_path / "run" / "report.html").read_text()
     exported = tmp_path / "best.yaml"
     out = subprocess.run([sys.executable, "-m", "auxsearch", "export", str(tmp_path / "run"), "-o", str(exported)],
                          capture_output=True, text=True, timeout=120)
@@ -250,3 +250,15 @@ def test_task_arguments_at_their_defaults_hash_like_the_bare_task():
     other = design("detection", task={"name": "detection", "args": {"levels": 3}})
     assert design_hash(bare) == design_hash(spelled) != design_hash(other)
     assert normalize(bare)["task"]["args"]["fpn_channels"] == 64
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_superres_heads_upsample_by_the_scale(scale):
+    d = design("superres", task={"name": "superres", "args": {"scale": scale}})
+    model = build(d)
+    x, y = get_task("superres").example_batch(normalize(d), 2)
+    assert y.shape == (2, 3, 12 * scale, 12 * scale)
+    _, losses = local_step(model, x, y)  # every local head reconstructs at the target's size
+    assert len(losses) == 3 and all(torch.isfinite(v) for v in losses)
+    model.eval()
+    assert model(x).shape == y.shape
