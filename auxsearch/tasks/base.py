@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError, known
+from ..errors import ConfigError
+from ..graph import canonical_task
 
 
 class FinalHead(nn.Module, abc.ABC):
@@ -66,17 +67,19 @@ class Task(abc.ABC):
     metric: str = ""  # the score the search maximises
     dense: bool = False  # aux nets end with the task's light head (not the family's classifier)
     simulatable: bool = True  # can a step run on fake tensors (no data-dependent shapes)?
-    arg_defaults: Mapping[str, Any] = {}
+    arg_defaults: Mapping[str, Any] = {}  # families.TASK_ARGS[name]: filled by canonical_task
 
     # -------------------------------------------------------------- design and data
 
     def check_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """The design's ``task.args`` with defaults filled; unknown keys refused."""
-        unknown = sorted(set(args) - set(self.arg_defaults))
-        if unknown:
-            raise ConfigError(f"task.args.{unknown[0]}", f"unknown argument for task {self.name!r}; "
-                              f"allowed: {known(self.arg_defaults) or 'none'}")
-        return {**self.arg_defaults, **args}
+        """The design's ``task.args`` with defaults filled; unknown keys refused (as in a design file)."""
+        return canonical_task({"name": self.name, "args": dict(args)})["args"]
+
+    @staticmethod
+    def require_positive_ints(args: Mapping[str, Any], keys: Sequence[str]) -> None:
+        for k in keys:
+            if not isinstance(args[k], int) or isinstance(args[k], bool) or args[k] < 1:
+                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {args[k]!r}")
 
     @abc.abstractmethod
     def load_data(self, cfg: Mapping | None, key: str = "data"):
@@ -110,9 +113,9 @@ class Task(abc.ABC):
     def to_device(self, target: Any, device: torch.device) -> Any:
         return target.to(device, non_blocking=True)
 
+    @abc.abstractmethod
     def example_batch(self, design: Mapping, batch_size: int, device: torch.device | str = "cpu"):
         """A random ``(image, target)`` batch of the design's shape (memory measurement)."""
-        raise NotImplementedError
 
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:

@@ -31,7 +31,6 @@ from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, 
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..errors import ConfigError
 from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
@@ -137,9 +136,7 @@ class Detection(Task):
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)
-        for k in ("levels", "fpn_channels", "head_convs", "detections_per_img"):
-            if not isinstance(a[k], int) or isinstance(a[k], bool) or a[k] < 1:
-                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {a[k]!r}")
+        self.require_positive_ints(a, ("levels", "fpn_channels", "head_convs", "detections_per_img"))
         return a
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..errors import ConfigError
 from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
@@ -73,9 +72,7 @@ class Segmentation(Task):
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)
-        for k in ("levels", "decoder_channels"):
-            if not isinstance(a[k], int) or isinstance(a[k], bool) or a[k] < 1:
-                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {a[k]!r}")
+        self.require_positive_ints(a, ("levels", "decoder_channels"))
         return a
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
