@@ -69,6 +69,13 @@ def _add_run_readers(sub) -> None:
     p.add_argument("run_dir", type=Path)
     p.add_argument("--json", action="store_true", help="one JSON object: front, E2E reference, counts")
     p.set_defaults(func=cmd_show)
+    p = sub.add_parser("confirm", help="retrain a run's front and E2E with more seeds (resumes; extends with --seeds)")
+    p.add_argument("run_dir", type=Path)
+    p.add_argument("--seeds", type=int, help="seeds per design in all (default: the study's confirm.seeds)")
+    p.add_argument("--epochs", type=int, help="epochs per retraining (default: confirm.epochs or train.epochs)")
+    p.add_argument("--trial", type=int, action="append", help="also confirm this trial (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_confirm)
     p = sub.add_parser("plot", help="(re)write report.html and the other outputs of a run folder")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_plot)
@@ -185,72 +192,46 @@ def cmd_draw(args) -> int:
 def cmd_run(args) -> int:
     import dataclasses
 
-    from . import distributed, rundir, study
+    from . import study
+    from .report import pareto_table
 
     _check_args(args, n_trials=1, timeout=0, workers=1)
     run = study.prepare(args.study, storage=args.storage)
     if args.n_trials is not None or args.timeout is not None:
         run.cfg = dataclasses.replace(run.cfg, n_trials=args.n_trials or run.cfg.n_trials,
                                       timeout=args.timeout if args.timeout is not None else run.cfg.timeout)
-    distributed.refuse_sqlite(run.storage_url, args.workers)
-    meta = rundir.run_meta(run)
-    rundir.write_meta(run.out_dir, meta)
-    st = study.open_study(run)
-    done = study.finished(st)
+    done = study.finished(study.open_study(run))
     if done >= run.cfg.n_trials:
         print(f"study {run.cfg.name!r} already finished {done} trials (n_trials: {run.cfg.n_trials}); "
-              "raise --n-trials to search further", file=sys.stderr)
-    else:
-        try:
-            if args.workers > 1:
-                _run_workers(run, st, args.workers, not args.no_progress)
-            else:
-                study.optimize(run, st, run.cfg.n_trials, run.cfg.timeout, progress=not args.no_progress,
-                               seed=run.cfg.sampler.seed)
-        except KeyboardInterrupt:
-            rundir.write_outputs(run.out_dir, meta, study.records(st))
-            raise
-    records = study.records(st)
-    paths = rundir.write_outputs(run.out_dir, meta, records)
-    from .report import pareto_table
-
-    print(pareto_table(records, meta["metric"]))
+              "raise --n-trials to search further (confirmation still completes)", file=sys.stderr)
+    _, records, paths = study.run(run, workers=args.workers, progress=not args.no_progress)
+    print(pareto_table(records, run.metric))
     print(f"\nrun folder: {run.out_dir}\nreport:     {paths['report']}\nexport:     auxsearch export "
           f"{run.out_dir} --knee -o best.yaml")
     return 0
 
 
-def _run_workers(run, st, workers: int, progress: bool) -> None:
-    """Start ``workers`` processes on the study and follow them with one progress bar."""
-    import time
+def cmd_confirm(args) -> int:
+    from . import confirm, rundir, study
+    from .records import load_records
+    from .report import pareto_table
 
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import distributed, study
-
-    procs = distributed.spawn_workers(run.path, run.storage_url, workers, run.cfg.n_trials,
-                                      torch.cuda.device_count() if torch.cuda.is_available() else 0)
-    bar = tqdm(total=run.cfg.n_trials, initial=study.finished(st), desc=f"trials ({workers} workers)",
-               unit="trial", disable=not progress, dynamic_ncols=True)
-    try:
-        while any(p.poll() is None for p in procs):
-            time.sleep(1.0)
-            bar.n = study.finished(st)
-            bar.refresh()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        raise
-    finally:
-        bar.close()
-    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode]
-    if bad:
-        print(f"auxsearch: workers that ended with an error: {bad}", file=sys.stderr)
+    _check_args(args, seeds=1, epochs=1)
+    meta = rundir.read_meta(args.run_dir)
+    run = study.prepare(meta["study_file"], storage=meta["storage"])
+    st = study.open_study(run)
+    ran = confirm.confirm(run, st, seeds=args.seeds, epochs=args.epochs, extra=args.trial or (),
+                          progress=not args.no_progress)
+    records = load_records(meta["storage"], meta["name"])
+    paths = rundir.write_outputs(Path(args.run_dir), meta, records)
+    print(pareto_table(records, meta["metric"]))
+    print(f"\n{ran} retrainings ran; report: {paths['report']}")
+    return 0
 
 
 def cmd_worker(args) -> int:
     from . import distributed, study
+    from .samplers import make_sampler
 
     _check_args(args, n_trials=1, threads=0, worker_index=0)
     if args.threads:
@@ -260,7 +241,7 @@ def cmd_worker(args) -> int:
     run = study.prepare(args.study, storage=args.storage)
     distributed.refuse_sqlite(run.storage_url, 2)
     offset = 1000 * args.worker_index
-    st = study.open_study(run, sampler=study.make_sampler(run, offset))
+    st = study.open_study(run, sampler=make_sampler(run, offset))
     n = args.n_trials or run.cfg.n_trials
     ran = study.optimize(run, st, n, run.cfg.timeout, progress=not args.no_progress, worker=args.worker_index,
                          seed=run.cfg.sampler.seed + offset)
@@ -274,13 +255,19 @@ def cmd_show(args) -> int:
 
     meta, records = rundir.load_run(args.run_dir)
     if args.json:
-        e2e = report.e2e_record(records)
+        from .pareto import choice_front, confirmed, e2e_record, pareto_front
+
+        e2e = e2e_record(records)
         e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
+        ref = e2e["peak_memory_bytes"] if e2e else None
         counts: dict[str, int] = {}
         for r in records:
             counts[r["state"]] = counts.get(r["state"], 0) + 1
         print(json.dumps({"study": meta["name"], "metric": meta["metric"], "counts": counts,
-                          "e2e_reference": e2e, "front": report.pareto_front(records)}))
+                          "front_kind": "confirmed" if confirmed(records) else "search",
+                          "e2e_reference": rundir.front_entry(e2e, ref) if e2e else None,
+                          "front": [rundir.front_entry(r, ref) for r in choice_front(records)],
+                          "search_front": [rundir.front_entry(r, ref) for r in pareto_front(records)]}))
     else:
         print(report.pareto_table(records, meta["metric"]))
     return 0
@@ -300,9 +287,12 @@ def cmd_export(args) -> int:
     from .export import export
 
     budget = parse_bytes("--max-memory", args.max_memory) if args.max_memory else None
-    rec, path = export(args.run_dir, args.output, trial=args.trial, max_memory=budget, knee=args.knee,
+    rec, path = export(args.run_dir, args.output, trial=args.trial, max_memory=budget, knee_point=args.knee,
                        best_score=args.best_score, allow_dominated=args.allow_dominated)
-    print(f"wrote {path}: trial {rec['number']}, K = {rec['K']}, score {rec['score']:.4f}, "
+    c = rec.get("confirmed")
+    score = (f"val {c['val']['mean']:.4f} +- {c['val']['std']:.4f}, test {c['test']['mean']:.4f} +- "
+             f"{c['test']['std']:.4f} over {len(c['seeds'])} seeds" if c else f"val {rec['score']:.4f} (one seed)")
+    print(f"wrote {path}: trial {rec['number']}, K = {rec['K']}, {score}, "
           f"peak {_mib(rec['peak_memory_bytes'])}; train it with `auxsearch train {path}`")
     return 0
 

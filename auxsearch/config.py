@@ -142,7 +142,8 @@ class MemoryConfig:
     batch_size: int | None = spec(None, "must be >= 1", positive, help="simulated mode: batch to size for (default: train.batch_size)")
     input_size: list[int] | None = spec(None, "must be [height, width], both >= 1",
                                         lambda v: len(v) == 2 and min(v) >= 1, help="simulated mode: image size")
-    budget: Any = spec(None, help="optional limit (e.g. 2MiB, 12GB): designs whose simulated peak exceeds it are not trained")
+    budget: Any = spec(None, help="optional limit (e.g. 2MiB, 12GB): local designs whose simulated peak exceeds it "
+                       "are not trained (the E2E reference is trained anyway and marked over budget)")
 
 
 @dataclass(frozen=True)
@@ -161,13 +162,30 @@ class PruningConfig:
     enabled: bool = spec(True, help="stop trials whose accuracy curve is dominated")
     warmup_epochs: int = spec(1, "must be >= 0", non_negative, help="never stop before this many epochs")
     margin: float = spec(0.02, "must be >= 0", non_negative, help="score gap that counts as dominated")
-    memory_tolerance: float = spec(0.05, "must be >= 0", non_negative,
-                                   help="a rival may use up to (1 + this) x the trial's memory")
+    memory_tolerance: float = spec(0.0, "must be >= 0", non_negative,
+                                   help="a rival may use up to (1 + this) x the trial's memory (0: strict dominance)")
     min_rivals: int = spec(1, "must be >= 1", positive, help="dominating trials needed to stop")
 
 
+@dataclass(frozen=True)
+class ConfirmConfig:
+    """Retraining the chosen designs with fresh seeds after the search (docs/methodology.md)."""
+
+    seeds: int = spec(3, "must be >= 0", non_negative,
+                      help="seeds per design (0: no confirmation); seeds train.seed+1 .. train.seed+N")
+    epochs: int | None = spec(None, "must be >= 1", positive, help="epochs per retraining (default: train.epochs)")
+    max_designs: int = spec(8, "must be >= 1", positive,
+                            help="confirm at most this many search-front designs (best validation score first)")
+
+
 OBJECTIVES = ("score", "memory", "seconds", "params")
-ENQUEUE_NAMES = ("infopro_k2", "infopro_k4", "man_k4")
+# Published designs a study can enqueue by name: name -> (K, aux entry); split points are
+# balanced by activation memory at search time (InfoPro's and MAN++'s K = 2 / 4 settings).
+PUBLISHED_DESIGNS: dict[str, tuple[int, dict[str, Any]]] = {
+    "infopro_k2": (2, {"family": "infopro", "depth": 1, "width": 32}),
+    "infopro_k4": (4, {"family": "infopro", "depth": 1, "width": 32}),
+    "man_k4": (4, {"family": "momentum", "depth": 1, "width": 32, "momentum": 0.995}),
+}
 
 
 @dataclass(frozen=True)
@@ -187,13 +205,15 @@ class StudyConfig:
     memory: MemoryConfig = spec(MemoryConfig(), help="how peak memory is scored")
     sampler: SamplerConfig = spec(SamplerConfig(), help="the Optuna sampler")
     pruning: PruningConfig = spec(PruningConfig(), help="early stopping of dominated trials")
+    confirm: ConfirmConfig = spec(ConfirmConfig(), help="retrain the front and E2E with several seeds, "
+                                  "score on validation and test")
     n_trials: int = spec(20, "must be >= 1", positive, help="finished trials to reach (the E2E reference included)")
     timeout: float | None = spec(None, "must be > 0", positive, help="stop starting trials after this many seconds")
     storage: str | None = spec(None, help="Optuna storage URL; default a journal file in the output folder")
     output: str | None = spec(None, help="run folder (default runs/<name> in the current folder)")
     isolation: str = spec("auto", choices=("auto", "subprocess", "inprocess"),
                           help="train each trial in a fresh process (auto: on CUDA) so memory cannot leak between trials")
-    enqueue: list[str] = spec([], f"must name published designs ({', '.join(ENQUEUE_NAMES)}) or design files",
+    enqueue: list[str] = spec([], f"must name published designs ({', '.join(PUBLISHED_DESIGNS)}) or design files",
                               help="published designs or design files to try first")
 
 

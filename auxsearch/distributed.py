@@ -138,3 +138,32 @@ def spawn_workers(study_path: Path, storage: str, workers: int, n_trials: int, g
                "--worker-index", str(i), "--threads", str(threads), "--n-trials", str(n_trials), "--no-progress"]
         procs.append(subprocess.Popen(cmd, env=env))
     return procs
+
+
+def run_workers(run, st, workers: int, progress: bool) -> None:
+    """Start ``workers`` processes on the study and follow them with one progress bar."""
+    import time
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from .study import finished
+
+    procs = spawn_workers(run.path, run.storage_url, workers, run.cfg.n_trials,
+                          torch.cuda.device_count() if torch.cuda.is_available() else 0)
+    bar = tqdm(total=run.cfg.n_trials, initial=finished(st), desc=f"trials ({workers} workers)",
+               unit="trial", disable=not progress, dynamic_ncols=True)
+    try:
+        while any(p.poll() is None for p in procs):
+            time.sleep(1.0)
+            bar.n = finished(st)
+            bar.refresh()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        raise
+    finally:
+        bar.close()
+    bad = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode]
+    if bad:
+        print(f"auxsearch: workers that ended with an error: {bad}", file=sys.stderr)

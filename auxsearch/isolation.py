@@ -49,14 +49,15 @@ def peak_reached(device: str) -> int | None:
     return None
 
 
-def _child(conn, design: dict, train: dict, data: dict, base_dir: str | None) -> None:
+def _child(conn, design: dict, train: dict, data: dict, base_dir: str | None, final_test: bool) -> None:
     def on_epoch(res: TrainResult) -> bool:
         conn.send(("epoch", list(res.history), res.peak_memory_bytes))
         return bool(conn.recv())
 
     device = train.get("device", "auto")
     try:
-        r = fit(design, train=train, data=data, base_dir=Path(base_dir) if base_dir else None, on_epoch=on_epoch)
+        r = fit(design, train=train, data=data, base_dir=Path(base_dir) if base_dir else None, on_epoch=on_epoch,
+                final_test=final_test)
         out = r.as_dict()
         out["parameters"] = sum(p.numel() for p in r.model.parameters())  # type: ignore[attr-defined]
         conn.send(("done", out))
@@ -69,12 +70,12 @@ def _child(conn, design: dict, train: dict, data: dict, base_dir: str | None) ->
 
 
 def fit_in_subprocess(design: dict, train: TrainConfig, data: dict, base_dir: Path | None,
-                      on_epoch=None) -> tuple[TrainResult, int]:
+                      on_epoch=None, final_test: bool = False) -> tuple[TrainResult, int]:
     """:func:`auxsearch.training.fit` in a fresh (spawned) process; returns (result, parameter count)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=_child, args=(child, design, to_mapping(train), dict(data),
-                                            str(base_dir) if base_dir else None), daemon=True)
+                                            str(base_dir) if base_dir else None, final_test), daemon=True)
     proc.start()
     child.close()
     partial = TrainResult("accuracy", 0.0, 0, "measured", 0, 0.0, "", "")

@@ -1,12 +1,8 @@
-"""Read a study: Pareto front, hypervolume, a plain-text table and an HTML report.
+"""What a user reads: the Pareto table, the plotly HTML report, design pictures.
 
-Everything works on plain *trial records* (dicts that ``study.py`` builds: number, state, score,
-peak_memory_bytes, seconds, design_hash, params, design, is_e2e, reused_from, history, reason, K),
-so it needs neither Optuna nor torch. The score is maximised, peak memory minimised.
-
-Hypervolume reference point: score 0.0 (the worst accuracy, mAP or PSNR) and 1.1 x the
-end-to-end reference's peak (trial 0 of every study), or the memory budget when there is one:
-see :func:`reference_point`.
+Works on plain trial records (:class:`auxsearch.pareto.TrialRecord`); the maths (fronts,
+knee, hypervolume) is in :mod:`auxsearch.pareto`. Scores shown for the search are
+validation scores; confirmed designs add validation and test mean +- std over seeds.
 """
 
 from __future__ import annotations
@@ -14,118 +10,33 @@ from __future__ import annotations
 import html
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
 
-from .errors import AuxsearchError, ConfigError
+from .errors import ConfigError
+from .pareto import (
+    TrialRecord,
+    clearly_dominates,
+    confirmed,
+    confirmed_front,
+    e2e_record,
+    hypervolume_history,
+    hypervolume_origin,
+    knee,
+    pareto_front,
+)
+from .pareto import finite as _finite
+from .pareto import scored as _scored
 
-__all__ = ["e2e_record", "families", "hypervolume_2d", "hypervolume_history", "knee", "pareto_front", "pareto_table",
-           "reference_point", "write_report"]
+__all__ = ["confirmed_table", "families", "metric_label", "pareto_table", "search_table", "write_report"]
 
 MIB = float(2**20)
 STATES = ("COMPLETE", "PRUNED", "INFEASIBLE", "FAIL", "RUNNING")
 MAX_PARCOORDS = 24  # more axes than this are unreadable
-_TEXT_COLS = {2, 7, 8}  # left-aligned table columns: families, design, note
-Record = Mapping[str, Any]
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _scored(records: Iterable[Record]) -> list[Record]:
-    """The COMPLETE records that carry a finite score and peak memory."""
-    return [r for r in records if r.get("state") == "COMPLETE"
-            and _finite(r.get("score")) and _finite(r.get("peak_memory_bytes"))]
-
-
-def pareto_front(records: Iterable[Record]) -> list[Record]:
-    """Non-dominated COMPLETE records (max score, min memory), by memory ascending.
-
-    Of several records at exactly the same point only the lowest-numbered one
-    is kept (a reused result must not crowd the front).
-    """
-    ordered = sorted(_scored(records), key=lambda r: (r["peak_memory_bytes"], -r["score"], r["number"]))
-    front: list[Record] = []
-    best = -math.inf
-    for r in ordered:  # everything before r uses no more memory than r
-        if r["score"] > best:
-            front.append(r)
-            best = r["score"]
-    return front
-
-
-def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, float]) -> float:
-    """Area dominated by ``(score, memory)`` points up to ``ref``; points outside its box add nothing."""
-    s_ref, m_ref = ref
-    inside = sorted((m, s) for s, m in points if _finite(s) and _finite(m) and s > s_ref and m < m_ref)
-    ends = [m for m, _ in inside[1:]] + [m_ref]  # [m_ref] alone when nothing is inside: no steps
-    area, best = 0.0, s_ref
-    for (m, s), end in zip(inside, ends, strict=False):  # staircase, left to right
-        best = max(best, s)
-        area += (end - m) * (best - s_ref)
-    return area
-
-
-def reference_point(records: Iterable[Record], budget: float | None = None) -> tuple[float, float]:
-    """The study's fixed reference: score 0 and memory 1.1 x the end-to-end peak.
-
-    The end-to-end reference is trial 0 of every study, so the point is fixed
-    from the first trial on and every report of the study uses the same one;
-    designs that need more than 1.1 x end-to-end memory add no area (they do
-    not save memory). With a memory budget the budget is the memory bound;
-    without an E2E result, 1.1 x the largest peak. A metric that goes negative
-    moves the score reference down to its lowest value.
-    """
-    done = _scored(records)
-    if not done:
-        return (0.0, float(budget or 0.0))
-    low = min(0.0, min(float(r["score"]) for r in done))
-    if budget:
-        return (low, float(budget))
-    e2e = [r for r in done if r.get("is_e2e")]
-    basis = e2e[0] if e2e else max(done, key=lambda r: r["peak_memory_bytes"])
-    return (low, 1.1 * float(basis["peak_memory_bytes"]))
-
-
-def hypervolume_history(records: Iterable[Record], ref: tuple[float, float]) -> list[tuple[int, float]]:
-    """``[(trial number, hypervolume of the COMPLETE trials up to it), ...]``."""
-    out: list[tuple[int, float]] = []
-    front: list[tuple[float, float]] = []
-    volume = 0.0
-    for r in sorted(records, key=lambda r: r["number"]):
-        if _scored([r]):
-            s, m = float(r["score"]), float(r["peak_memory_bytes"])
-            if not any(fs >= s and fm <= m for fs, fm in front):
-                front = [(fs, fm) for fs, fm in front if not (s >= fs and m <= fm)] + [(s, m)]
-                volume = hypervolume_2d(front, ref)
-        out.append((r["number"], volume))
-    return out
-
-
-def knee(front: Sequence[Record]) -> Record:
-    """The front record farthest from the line joining the front's two extremes, axes min-max normalised.
-
-    The distance is signed: only points on the good side (less memory, higher score) can win.
-    With fewer than three points it is the highest-scoring one."""
-    if not front:
-        raise AuxsearchError("the Pareto front is empty (no COMPLETE trial yet), so it has no knee")
-    pts = sorted(front, key=lambda r: (r["peak_memory_bytes"], -r["score"]))
-    if len(pts) < 3:
-        return max(pts, key=lambda r: r["score"])
-    xs, ys = _unit([r["peak_memory_bytes"] for r in pts]), _unit([r["score"] for r in pts])
-    (ax, ay), (bx, by) = (xs[0], ys[0]), (xs[-1], ys[-1])
-    side = [(bx - ax) * (y - ay) - (by - ay) * (x - ax) for x, y in zip(xs, ys, strict=True)]  # > 0: above-left
-    return pts[max(range(len(pts)), key=lambda i: (side[i], ys[i]))]
-
-
-def _unit(values: Sequence[float]) -> list[float]:
-    """Min-max normalise to [0, 1] (all zeros when the values are equal)."""
-    lo, span = min(values), (max(values) - min(values)) or 1.0
-    return [(v - lo) / span for v in values]
+Record = TrialRecord
 
 
 # ----------------------------------------------------------------- table
@@ -147,38 +58,62 @@ def _k(r: Record) -> int | None:
     return r.get("K") or (len(splits) + 1 if isinstance(splits, list) else 1 if r.get("is_e2e") else None)
 
 
-def e2e_record(records: Iterable[Record]) -> Record | None:
-    """The end-to-end reference: the first COMPLETE one, else the first with a peak."""
-    cands = [r for r in records if r.get("is_e2e") and _finite(r.get("peak_memory_bytes"))]
-    cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
-    return cands[0] if cands else None
-
-
 def _num(x: Any, spec: str = ".4f", scale: float = 1.0) -> str:
     return format(x / scale, spec) if _finite(x) else "-"
 
 
-def _table_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list[tuple[list[str], str]]]:
-    """Header and ``(cells, note)`` rows: the front plus the E2E reference, by memory."""
+def _pm(stat: Mapping | None) -> str:
+    return f"{stat['mean']:.4f} +- {stat['std']:.4f}" if stat else "-"
+
+
+def _ratio(peak: Any, base: Any) -> str:
+    return f"{peak / base:.2f}x" if _finite(peak) and _finite(base) and base else "-"
+
+
+def _search_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list[tuple[list[str], str]]]:
+    """The search front (single-seed validation scores) plus the E2E reference, by memory."""
     front = pareto_front(records)
     e2e = e2e_record(records)
     on_front = {r["number"] for r in front}
     rows = list(front) + ([e2e] if e2e is not None and e2e["number"] not in on_front else [])
     rows.sort(key=lambda r: (r["peak_memory_bytes"], r["number"]))
-    best = knee(front) if len(front) >= 3 else None
+    best = knee(front, score=lambda r: r["score"], memory=lambda r: r["peak_memory_bytes"]) if len(front) >= 3 else None
     base = e2e["peak_memory_bytes"] if e2e is not None else None
-    header = ["trial", "K", "families", metric, "peak MiB", "vs E2E", "seconds", "design", "note"]
+    header = ["trial", "K", "families", f"val {metric}", "peak MiB", "vs E2E", "seconds", "design", "note"]
     out = []
     for r in rows:
         done = r.get("state") == "COMPLETE"
-        notes = [n for n, yes in (("E2E reference", r is e2e), ("knee", r is best),
-                                  ("dominated", done and r["number"] not in on_front),
+        notes = [n for n, yes in (("E2E reference", r is e2e), ("over budget", r.get("over_budget")),
+                                  ("knee", r is best), ("dominated", done and r["number"] not in on_front),
                                   (f"reuses #{r.get('reused_from')}", r.get("reused_from") is not None),
                                   (str(r.get("state")).lower(), not done)) if yes]
-        ratio = f"{r['peak_memory_bytes'] / base:.2f}x" if base else "-"
         cells = [str(r["number"]), str(_k(r) or "-"), families(r.get("design")), _num(r.get("score")),
-                 _num(r["peak_memory_bytes"], ".1f", MIB), ratio, _num(r.get("seconds"), ".1f"),
-                 str(r.get("design_hash") or "-")]
+                 _num(r["peak_memory_bytes"], ".1f", MIB), _ratio(r["peak_memory_bytes"], base),
+                 _num(r.get("seconds"), ".1f"), str(r.get("design_hash") or "-")]
+        out.append((cells, ", ".join(notes)))
+    return header, out
+
+
+def _confirmed_rows(records: Sequence[Record], metric: str) -> tuple[list[str], list[tuple[list[str], str]]]:
+    """Every confirmed design: validation and test mean +- std over seeds; the note says who dominates whom."""
+    done = confirmed(records)
+    front = confirmed_front(records)
+    on_front = {r["number"] for r in front}
+    e2e = e2e_record(records)
+    best = knee(front) if len(front) >= 3 else None
+    base = e2e["confirmed"]["peak_memory_bytes"] if e2e is not None and e2e.get("confirmed") else None
+    header = ["trial", "K", "families", "seeds", f"val {metric}", f"test {metric}", "peak MiB", "vs E2E",
+              "design", "note"]
+    out = []
+    for r in sorted(done, key=lambda r: (r["confirmed"]["peak_memory_bytes"], r["number"])):
+        c = r["confirmed"]
+        beaters = [b["number"] for b in done if b is not r and clearly_dominates(b, r)]
+        notes = [n for n, yes in (("E2E reference", r["is_e2e"]), ("over budget", r.get("over_budget")),
+                                  ("knee", r is best), (f"dominated by #{', #'.join(map(str, beaters))}", beaters),
+                                  ("front", r["number"] in on_front and not r["is_e2e"])) if yes]
+        cells = [str(r["number"]), str(_k(r) or "-"), families(r.get("design")), str(len(c["seeds"])),
+                 _pm(c["val"]), _pm(c["test"]), _num(c["peak_memory_bytes"], ".1f", MIB),
+                 _ratio(c["peak_memory_bytes"], base), str(r.get("design_hash") or "-")]
         out.append((cells, ", ".join(notes)))
     return header, out
 
@@ -191,17 +126,38 @@ def metric_label(metric: str) -> str:
     return METRIC_LABELS.get(str(metric), str(metric))
 
 
-def pareto_table(records: Sequence[Record], metric: str = "accuracy") -> str:
-    """A fixed-width text table of the Pareto front plus the E2E reference row."""
-    header, rows = _table_rows(records, metric)
-    if not rows:
-        return "(no COMPLETE trials yet: no Pareto front)"
+_LEFT = ("families", "design", "note")  # left-aligned columns
+
+
+def _text_table(header: list[str], rows: list[tuple[list[str], str]]) -> str:
     grid = [header] + [[*cells, note] for cells, note in rows]
     widths = [max(len(line[i]) for line in grid) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) if i in _TEXT_COLS else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths,
-             strict=True))).rstrip() for line in grid]
+    lines = ["  ".join(c.ljust(w) if header[i] in _LEFT else c.rjust(w)
+                       for i, (c, w) in enumerate(zip(line, widths, strict=True))).rstrip() for line in grid]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def search_table(records: Sequence[Record], metric: str = "accuracy") -> str:
+    """The search front by single-seed validation score, with the E2E reference row."""
+    header, rows = _search_rows(records, metric)
+    return _text_table(header, rows) if rows else "(no COMPLETE trials yet: no Pareto front)"
+
+
+def confirmed_table(records: Sequence[Record], metric: str = "accuracy") -> str:
+    """Every confirmed design with validation and test mean +- std over its seeds."""
+    header, rows = _confirmed_rows(records, metric)
+    return _text_table(header, rows) if rows else "(no design confirmed yet: run `auxsearch confirm RUN`)"
+
+
+def pareto_table(records: Sequence[Record], metric: str = "accuracy") -> str:
+    """What ``run`` and ``show`` print: the confirmed table when designs were confirmed, else the search front."""
+    if not confirmed(records):
+        return search_table(records, metric)
+    return ("Confirmed designs (mean +- std over seeds; a design is dominated only when another with no more\n"
+            "memory beats it on validation by more than both spreads; test is reported, never chosen on):\n"
+            + confirmed_table(records, metric) + "\n\nSearch front (one seed, validation):\n"
+            + search_table(records, metric))
 
 
 # ----------------------------------------------------------------- figures
@@ -275,7 +231,7 @@ def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figu
 
 
 def hypervolume_figure(records: Sequence[Record], metric: str, budget: float | None = None) -> go.Figure:
-    ref = reference_point(records, budget)
+    ref = hypervolume_origin(records, budget)
     hist = hypervolume_history(records, ref)
     fig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[v / MIB for _, v in hist], mode="lines+markers",
                                line={"shape": "hv", "color": "#54A24B"}, marker={"size": 5}, name="hypervolume"))
@@ -329,8 +285,16 @@ h2{margin-top:36px;border-bottom:1px solid #ddd}table{border-collapse:collapse;f
 th,td{padding:4px 10px;border-bottom:1px solid #e3e3e3;text-align:right}td.t,th.t{text-align:left}.meta{color:#444}
 tr.e2e{background:#fff4e0}tr.knee{background:#e6f0fa}.empty{padding:12px;background:#fff4e0}code{background:#f3f3f3}"""
 
+_CONFIRMED_TEXT = (
+    "The search front's designs and the E2E reference, retrained with fresh seeds under the same recipe. "
+    "Validation chose them; test is read here for the first time. A design is dominated only when another "
+    "needs no more memory and its validation mean minus std exceeds this one's mean plus std: a gap inside "
+    "the seeds' spread is noise. Export rules (--knee, --best-score, --max-memory) use the confirmed validation means.")
+
 _HOW_TO_READ = (
-    "Each dot is one trained design: further left needs less peak training memory, higher is a better {metric}. "
+    "Scores are on the validation split (the search never reads test). Each dot is one trained design: "
+    "further left needs less peak training memory, higher is a better {metric}. Green diamonds with bars are "
+    "confirmed designs at their validation mean +- std over fresh seeds. "
     "The blue step line joins the Pareto front, the designs no other trial beats on both axes at once; grey dots "
     "are dominated. The orange star is the end-to-end reference (K = 1, plain backprop, same recipe): front designs "
     "left of it save memory, and the 'vs E2E' column says how much. Red crosses are pruned trials at their last "
@@ -358,11 +322,10 @@ def _header(records: Sequence[Record], meta: Mapping[str, Any]) -> str:
             f"<h2>How to read this</h2>\n<p>{_HOW_TO_READ.format(metric=metric)}</p>")
 
 
-def _html_table(records: Sequence[Record], metric: str) -> str:
-    header, rows = _table_rows(records, metric)
+def _html_table(header: list[str], rows: list[tuple[list[str], str]]) -> str:
     lines = [("", "th", header)] + [("e2e" if "E2E" in n else "knee" if "knee" in n else "", "td", [*c, n]) for c, n in rows]
     return "<table>\n" + "\n".join(f"<tr class='{cls}'>" + "".join(
-        f"<{tag} class='{'t' if i in _TEXT_COLS else ''}'>{_esc(c)}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
+        f"<{tag} class='{'t' if header[i] in _LEFT else ''}'>{_esc(c)}</{tag}>" for i, c in enumerate(cells)) + "</tr>"
         for cls, tag, cells in lines) + "\n</table>"
 
 
@@ -392,6 +355,18 @@ def _render(parts: Sequence[str | go.Figure]) -> str:
     return "\n".join(out)
 
 
+def _confirmed_trace(records: Sequence[Record]) -> go.Scatter:
+    done = confirmed(records)
+    return go.Scatter(x=[r["confirmed"]["peak_memory_bytes"] / MIB for r in done],
+                      y=[r["confirmed"]["val"]["mean"] for r in done], mode="markers", name="confirmed: val mean +- std",
+                      error_y={"type": "data", "array": [r["confirmed"]["val"]["std"] for r in done], "visible": True,
+                               "color": "#54A24B", "thickness": 2, "width": 6},
+                      marker={"symbol": "diamond", "size": 11, "color": "#54A24B", "line": {"width": 1, "color": "#222"}},
+                      hoverinfo="text", hovertext=[
+                          f"<b>trial {r['number']}</b> confirmed over {len(r['confirmed']['seeds'])} seeds<br>"
+                          f"val {_pm(r['confirmed']['val'])}<br>test {_pm(r['confirmed']['test'])}" for r in done])
+
+
 def write_report(records: Sequence[Record], meta: Mapping[str, Any], path: str | Path) -> Path:
     """Write one self-contained HTML report and return its path."""
     metric = metric_label(meta.get("metric", "score"))
@@ -400,9 +375,16 @@ def write_report(records: Sequence[Record], meta: Mapping[str, Any], path: str |
     if not front:
         parts.append("<p class='empty'>No trial has COMPLETED yet, so there is no Pareto front.</p>")
     if any(_finite(r.get("peak_memory_bytes")) for r in records):
-        parts.append(pareto_figure(records, meta))
+        fig = pareto_figure(records, meta)
+        if confirmed(records):
+            fig.add_trace(_confirmed_trace(records))
+        parts.append(fig)
+    if confirmed(records):
+        parts += ["<h2>Confirmed designs</h2>", f"<p class='meta'>{_CONFIRMED_TEXT}</p>",
+                  _html_table(*_confirmed_rows(records, metric))]
     if front:
-        parts += [_html_table(records, metric), "<h2>Hypervolume history</h2>", hypervolume_figure(records, metric, meta.get("memory_budget_bytes")),
+        parts += ["<h2>Search front (one seed, validation)</h2>", _html_table(*_search_rows(records, metric)),
+                  "<h2>Hypervolume history</h2>", hypervolume_figure(records, metric, meta.get("memory_budget_bytes")),
                   "<h2>Parameters</h2>", params_figure(records, metric), "<h2>Pareto designs</h2>",
                   *_drawings(front, metric)]
     title = _esc(f"auxsearch: {meta.get('name', 'study')}")

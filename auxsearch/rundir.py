@@ -2,9 +2,9 @@
 
     runs/<name>/run.yaml            what was run (study file, storage, recipe)
     runs/<name>/study.journal       the Optuna journal (default storage)
-    runs/<name>/trials.csv          every trial
-    runs/<name>/pareto.yaml         the non-dominated designs, E2E reference beside them
-    runs/<name>/designs/trial-N.yaml  each Pareto design, ready for ``auxsearch train``
+    runs/<name>/trials.csv          every trial (validation score; test mean/std where confirmed)
+    runs/<name>/pareto.yaml         the front (confirmed when confirmation ran), E2E reference beside it
+    runs/<name>/designs/trial-N.yaml  each front design, ready for ``auxsearch train``
     runs/<name>/report.html         the interactive report (opens offline)
 """
 
@@ -22,19 +22,19 @@ from . import report
 from .config import to_mapping
 from .errors import ConfigError
 from .graph import save_design
+from .pareto import TrialRecord, choice_front, e2e_record
+from .storage import StorageURL
 
 META = "run.yaml"
 
 
 def run_meta(run) -> dict[str, Any]:
     """What later commands need to know about a run (plain data)."""
-    data = dict(run.cfg.data)
-    if isinstance(data.get("root"), str):  # exported designs must find the data from anywhere
-        root = Path(data["root"])
-        data["root"] = str(root if root.is_absolute() else (run.path.parent / root).resolve())
-    url = run.storage_url
-    if url.startswith("journal:") and Path(url[8:]).parent == run.out_dir:
-        url = f"journal:{Path(url[8:]).name}"  # relative: the folder can be moved
+    from .training import resolve_data_cfg
+
+    # Exported designs must find the data from anywhere: every path key of the data set made absolute.
+    data = resolve_data_cfg(run.cfg.data, run.path.parent, run.base["task"]["name"])
+    url = StorageURL(run.storage_url).relative_to(run.out_dir)  # the run folder can be moved
     return {"name": run.cfg.name, "study_file": str(run.path), "storage": url, "metric": run.metric,
             "objectives": list(run.cfg.objectives), "memory_mode": run.cfg.memory.mode,
             "memory_budget_bytes": run.budget, "data": data, "train": to_mapping(run.cfg.train),
@@ -62,13 +62,12 @@ def read_meta(run_dir: str | Path) -> dict:
     missing = [k for k in ("name", "storage", "metric", "data", "train") if not isinstance(meta, dict) or k not in meta]
     if missing:
         raise ConfigError("", f"{path} is damaged: missing {', '.join(missing)}")
-    if meta["storage"].startswith("journal:") and not Path(meta["storage"][8:]).is_absolute():
-        meta["storage"] = f"journal:{run_dir.resolve() / meta['storage'][8:]}"
+    meta["storage"] = StorageURL(meta["storage"]).resolved_in(run_dir)
     return meta
 
 
-def load_run(run_dir: str | Path) -> tuple[dict, list[dict]]:
-    from .study import load_records
+def load_run(run_dir: str | Path) -> tuple[dict, list[TrialRecord]]:
+    from .records import load_records
 
     meta = read_meta(run_dir)
     return meta, load_records(meta["storage"], meta["name"])
@@ -79,11 +78,11 @@ def recipe_design(record: dict, meta: dict) -> dict:
     return {**record["design"], "data": dict(meta["data"]), "train": dict(meta["train"])}
 
 
-def write_outputs(out_dir: Path, meta: dict, records: list[dict]) -> dict[str, Path]:
+def write_outputs(out_dir: Path, meta: dict, records: list[TrialRecord]) -> dict[str, Path]:
     """(Re)write every output file of a run folder from its records."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"trials": _write_csv(out_dir / "trials.csv", records)}
-    front = report.pareto_front(records)
+    front = choice_front(records)
     designs = out_dir / "designs"
     for r in front:
         save_design(recipe_design(r, meta), designs / f"trial-{r['number']}.yaml")
@@ -92,19 +91,30 @@ def write_outputs(out_dir: Path, meta: dict, records: list[dict]) -> dict[str, P
     return paths
 
 
-def _write_pareto(path: Path, meta: dict, records: list[dict], front: list[dict]) -> Path:
-    e2e = report.e2e_record(records)
+def front_entry(r: TrialRecord, e2e_peak: int | None) -> dict:
+    """One design as ``show --json`` and ``pareto.yaml`` give it (keys named in docs/methodology.md)."""
+    c = r.get("confirmed")
+    return {"trial": r["number"], "K": r["K"], "design_hash": r["design_hash"], "is_e2e": r["is_e2e"],
+            "val_score": r["score"], "val_scores": r.get("scores") or {},
+            "peak_memory_bytes": r["peak_memory_bytes"],
+            "ratio_to_e2e_memory": round(r["peak_memory_bytes"] / e2e_peak, 4) if e2e_peak else None,
+            "seconds": r["seconds"], "over_budget": r.get("over_budget", False),
+            "confirmed": None if not c else {
+                "seeds": c["seeds"], "val_mean": c["val"]["mean"], "val_std": c["val"]["std"],
+                "test_mean": c["test"]["mean"], "test_std": c["test"]["std"], "test_values": c["test"]["values"],
+                "test_scores": {m: {"mean": s["mean"], "std": s["std"]} for m, s in c["test_scores"].items()}}}
+
+
+def _write_pareto(path: Path, meta: dict, records: list[TrialRecord], front: list[TrialRecord]) -> Path:
+    e2e = e2e_record(records)
     e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
     ref = e2e["peak_memory_bytes"] if e2e else None
 
-    def entry(r: dict) -> dict:
-        return {"trial": r["number"], "score": r["score"], "scores": r.get("scores") or {},
-                "peak_memory_bytes": r["peak_memory_bytes"],
-                "ratio_to_e2e_memory": round(r["peak_memory_bytes"] / ref, 4) if ref else None,
-                "seconds": r["seconds"], "design_hash": r["design_hash"], "K": r["K"],
-                "design": recipe_design(r, meta)}
+    def entry(r: TrialRecord) -> dict:
+        return {**front_entry(r, ref), "design": recipe_design(r, meta)}
 
     doc = {"study": meta["name"], "metric": meta["metric"], "memory_mode": meta["memory_mode"],
+           "front_kind": "confirmed" if any(r.get("confirmed") for r in front) else "search (single seed)",
            "e2e_reference": entry(e2e) if e2e else None, "front": [entry(r) for r in front]}
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
@@ -114,12 +124,17 @@ def _write_csv(path: Path, records: list[dict]) -> Path:
     names = sorted({k for r in records for k in r["params"]})
     metrics = sorted({k for r in records for k in r.get("scores", {})})  # every metric the task reports
     cols = ["number", "state", "score", "peak_memory_bytes", "seconds", "design_hash", "K", "is_e2e",
-            "reused_from", "epochs", "reason"]
+            "over_budget", "reused_from", "epochs", "reason", "confirm_seeds", "val_mean", "val_std",
+            "test_mean", "test_std"]
     with path.open("w", newline="") as f:
         w = csv.writer(f)
         w.writerow(cols + [f"metric:{m}" for m in metrics] + [f"param:{n}" for n in names])
         for r in records:
+            c = r.get("confirmed")
             row = {**r, "epochs": len(r["history"])}
+            if c:
+                row.update(confirm_seeds=len(c["seeds"]), val_mean=c["val"]["mean"], val_std=c["val"]["std"],
+                           test_mean=c["test"]["mean"], test_std=c["test"]["std"])
             w.writerow([row.get(c) for c in cols] + [r.get("scores", {}).get(m) for m in metrics]
                        + [r["params"].get(n) for n in names])
     return path

@@ -36,24 +36,24 @@ class TrainResult:
     seconds: float
     design_hash: str
     device: str
-    history: list[float] = field(default_factory=list)  # test score after each epoch
+    history: list[float] = field(default_factory=list)  # validation score after each epoch
     stopped_early: bool = False
-    scores: dict[str, float] = field(default_factory=dict)  # every metric of the last evaluation
+    scores: dict[str, float] = field(default_factory=dict)  # every validation metric of the last epoch
+    test_scores: dict[str, float] | None = None  # the held-out test split, only when asked for (final_test)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k != "model"}
 
 
-PATH_KEYS = ("root", "train_hr", "train_lr", "test_hr", "test_lr")  # data keys that name files or folders
+def resolve_data_cfg(data: Mapping | None, base_dir: Path | None, task: str = "classification") -> dict:
+    """The ``data`` block with the data set's path keys made absolute against ``base_dir``.
 
+    Each data set declares which of its keys name files or folders (``root``, DIV2K's
+    ``train_hr`` ...); the same resolver serves run metadata, ``train`` and ``export``.
+    """
+    from .tasks import resolve_data_paths
 
-def resolve_data_cfg(data: Mapping | None, base_dir: Path | None) -> dict:
-    """The ``data`` block with relative paths made relative to ``base_dir`` (empty: the task's default)."""
-    cfg = dict(data or {})
-    for key in PATH_KEYS:
-        if base_dir is not None and isinstance(cfg.get(key), str) and not Path(cfg[key]).is_absolute():
-            cfg[key] = str((base_dir / cfg[key]).resolve())
-    return cfg
+    return resolve_data_paths(task, data, base_dir)
 
 
 def check_data_fits(d: Mapping, data: ImageData) -> None:
@@ -63,27 +63,32 @@ def check_data_fits(d: Mapping, data: ImageData) -> None:
 
 def load_data(d: Mapping, data: Mapping | None, base_dir: Path | None) -> ImageData:
     """The data set of the design's task named by ``data`` (default: the design's own block)."""
-    return get_task(d["task"]["name"]).load_data(resolve_data_cfg(data or d.get("data"), base_dir))
+    task = d["task"]["name"]
+    return get_task(task).load_data(resolve_data_cfg(data or d.get("data"), base_dir, task))
 
 
-def _loaders(data: ImageData, cfg: TrainConfig, device: torch.device):
+def _train_loader(data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
     gen = torch.Generator().manual_seed(cfg.seed)
-    pin = device.type == "cuda"
-    train = DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                       generator=gen, pin_memory=pin, collate_fn=data.collate)
+    return DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                      generator=gen, pin_memory=device.type == "cuda", collate_fn=data.collate)
+
+
+def _eval_loader(split, data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
     eval_batch = cfg.eval_batch_size if data.eval_batch_size is None else data.eval_batch_size
-    test = DataLoader(data.test, batch_size=eval_batch, shuffle=False, pin_memory=pin, collate_fn=data.collate)
-    return train, test
+    return DataLoader(split, batch_size=eval_batch, shuffle=False, pin_memory=device.type == "cuda",
+                      collate_fn=data.collate)
 
 
 def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageData | Mapping | None = None,
         base_dir: Path | None = None, progress: bool | str = False,
-        on_epoch: Callable[[TrainResult], bool] | None = None) -> TrainResult:
-    """Train ``design`` and evaluate it after every epoch.
+        on_epoch: Callable[[TrainResult], bool] | None = None, final_test: bool = False) -> TrainResult:
+    """Train ``design`` and score it on the validation split after every epoch.
 
     ``train`` / ``data`` default to the design's own recipe blocks.
     ``on_epoch(result)`` sees the result so far (``history``, measured peak)
     after every epoch and may return True to stop early (search pruning).
+    The test split is read only with ``final_test=True``, once, after the last
+    epoch (confirming a chosen design; a search never asks for it).
     """
     d = as_design(design)
     cfg = train if isinstance(train, TrainConfig) else from_mapping(TrainConfig, train or d.get("train"), "train")
@@ -97,7 +102,8 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     torch.manual_seed(cfg.seed)
     model = engine.build(d).to(device)
     model.set_normalization(data.mean, data.std)
-    train_loader, test_loader = _loaders(data, cfg, device)
+    train_loader = _train_loader(data, cfg, device)
+    val_loader = _eval_loader(data.val, data, cfg, device)
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(train_loader))
     result = TrainResult(task.metric, 0.0, 0, "measured", 0, 0.0, design_hash(d), str(device))
     start = time.perf_counter()
@@ -119,7 +125,7 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         if not bool(finite):
             bar.close()
             raise NonFiniteLoss(f"a local loss became NaN or inf in epoch {epoch + 1}")
-        result.scores = engine.evaluate(model, test_loader, device)
+        result.scores = engine.evaluate(model, val_loader, device)
         score = result.scores[task.metric]
         result.history.append(score)
         result.epochs = epoch + 1
@@ -128,6 +134,8 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
             result.stopped_early = epoch + 1 < cfg.epochs
             break
     bar.close()
+    if final_test:
+        result.test_scores = engine.evaluate(model, _eval_loader(data.test, data, cfg, device), device)
     result.score = result.history[-1] if result.history else 0.0
     result.seconds = time.perf_counter() - start
     result.model = model  # type: ignore[attr-defined]  # handy for callers; not serialised

@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from _common import ROOT, markdown_table, provenance, write_section
 
-from auxsearch.report import e2e_record, families, pareto_front
-from auxsearch.study import make_storage, prepare, records
+from auxsearch.pareto import e2e_record, pareto_front
+from auxsearch.records import records
+from auxsearch.report import families
+from auxsearch.storage import open_storage
+from auxsearch.study import prepare
 
 STUDIES = ("detection_scenes", "segmentation_scenes", "superres_photos")
 MIB = 2**20
@@ -31,7 +34,7 @@ def summarise(name: str) -> tuple[list[list], str]:
     import optuna
 
     run = prepare(ROOT / "studies" / f"{name}.yaml")
-    study = optuna.load_study(study_name=run.cfg.name, storage=make_storage(run.storage_url))
+    study = optuna.load_study(study_name=run.cfg.name, storage=open_storage(run.storage_url))
     trials = study.get_trials(deepcopy=False)
     starts = [t.datetime_start for t in trials if t.datetime_start]
     ends = [t.datetime_complete for t in trials if t.datetime_complete]

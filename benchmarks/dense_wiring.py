@@ -23,8 +23,9 @@ import torch
 from _common import ROOT, markdown_table, provenance, write_section
 
 from auxsearch.families import GLOBAL_FAMILIES
+from auxsearch.records import load_records
 from auxsearch.report import families
-from auxsearch.study import load_records, prepare
+from auxsearch.study import prepare
 from auxsearch.training import fit
 
 STUDIES = {"detection": "detection_scenes", "segmentation": "segmentation_scenes", "superres": "superres_photos"}

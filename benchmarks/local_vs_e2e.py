@@ -20,8 +20,9 @@ import torch
 import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
+from auxsearch.records import records
 from auxsearch.report import families
-from auxsearch.study import open_study, optimize, prepare, records
+from auxsearch.study import open_study, optimize, prepare
 
 QUICKSTART = ROOT / "studies" / "quickstart.yaml"
 SEEDS = (0, 1, 2)

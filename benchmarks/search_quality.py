@@ -25,9 +25,10 @@ from _common import ROOT, markdown_table, provenance, write_section
 
 from auxsearch.engine import end_to_end
 from auxsearch.graph import design_hash, normalize
-from auxsearch.report import hypervolume_2d, pareto_front, reference_point
-from auxsearch.space import suggest_design
-from auxsearch.study import _grid, make_sampler, prepare
+from auxsearch.pareto import hypervolume_2d, hypervolume_origin, pareto_front
+from auxsearch.samplers import make_sampler
+from auxsearch.space import grid, suggest_design
+from auxsearch.study import prepare
 from auxsearch.training import fit
 
 CACHE = ROOT / "benchmarks" / "cache" / "search_quality_table.json"
@@ -50,9 +51,9 @@ def make_run(tmp: Path, quick: bool):
 
 def enumerate_designs(run) -> dict[str, tuple[dict, dict]]:
     """design hash -> (K/family/depth/width, design) over the space's parameter grid."""
-    grid = _grid(run.space, run.base)
+    params = grid(run.space, run.base)
     out: dict[str, tuple[dict, dict]] = {}
-    for values in itertools.product(*grid.values()):
+    for values in itertools.product(*params.values()):
         d = normalize(suggest_design(optuna.trial.FixedTrial(dict(zip(grid, values, strict=True))),
                                      run.space, run.base, run.unit_costs))
         aux = d["aux"][0] if d["aux"] else {}
@@ -128,7 +129,7 @@ def main() -> None:
         e2e = design_hash(normalize(end_to_end(run.base)))
         assert e2e in table, "the K = 1 design of the space must be the E2E reference"
         recs = [{"number": i, "state": "COMPLETE", "is_e2e": h == e2e, **r} for i, (h, r) in enumerate(table.items())]
-        ref = reference_point(recs)
+        ref = hypervolume_origin(recs)
         true_hv = hypervolume_2d([(r["score"], float(r["peak_memory_bytes"])) for r in recs], ref)
         runs = {(s, seed): search(run, table, e2e, s, seed, budgets[-1]) for s in SAMPLERS for seed in seeds}
     n, e2e_row = len(table), table[e2e]

@@ -3,16 +3,44 @@
 from __future__ import annotations
 
 import io
+import math
 import pickle
 import struct
+from collections import Counter
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from torchvision import transforms
 
 from auxsearch.errors import ConfigError
 from auxsearch.tasks.classification_data import DATASETS, ImageData, load_image_data
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(row.numpy().tobytes()) for row in images.flatten(1)}
+
+
+def _digits_split(seed: int = 0, fraction: float = 0.25):
+    """The train/test split digits made before validation existed (the test split must stay)."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    train, test = train_test_split(range(1797), test_size=fraction, random_state=seed,
+                                   stratify=bunch.target)
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    return images, torch.tensor(bunch.target), list(train), list(test)
+
+
+def _assert_stratified(val_labels, pool_labels, fraction: float) -> None:
+    """Every class's share of the validation split is within one item of proportional."""
+    val, pool = Counter(int(v) for v in val_labels), Counter(int(v) for v in pool_labels)
+    n_val = math.ceil(round(fraction * sum(pool.values()), 9))
+    assert sum(val.values()) == n_val
+    for label, count in pool.items():
+        assert abs(val[label] - n_val * count / sum(pool.values())) < 1, (label, val, pool)
 
 # ---------------------------------------------------------------- digits
 
@@ -22,8 +50,9 @@ def test_digits_shapes_and_range(size: int) -> None:
     data = load_image_data({"name": "digits", "image_size": size, "seed": 0})
     assert isinstance(data, ImageData)
     assert (data.in_chans, data.num_classes, data.image_size) == (1, 10, size)
-    assert len(data.train) + len(data.test) == 1797
+    assert len(data.train) + len(data.val) + len(data.test) == 1797
     assert len(data.test) == pytest.approx(0.25 * 1797, abs=1)
+    assert len(data.val) == math.ceil(0.2 * (1797 - len(data.test)))  # the documented default
     image, label = data.train[0]
     assert image.shape == (1, size, size) and image.dtype == torch.float32
     train_images = data.train.tensors[0]
@@ -53,7 +82,32 @@ def test_digits_split_is_seeded() -> None:
 
 def test_digits_test_fraction() -> None:
     data = load_image_data({"name": "digits", "test_fraction": 0.5})
-    assert abs(len(data.train) - len(data.test)) <= 1
+    assert abs(len(data.train) + len(data.val) - len(data.test)) <= 1
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_digits_validation_is_carved_from_train_and_test_is_unchanged(seed: int) -> None:
+    data = load_image_data({"name": "digits", "image_size": 8, "seed": seed, "val_fraction": 0.15})
+    images, labels, train_idx, test_idx = _digits_split(seed)
+    assert torch.equal(data.test.tensors[0], images[test_idx])  # exactly the split made before
+    assert torch.equal(data.test.tensors[1], labels[test_idx])
+    train, val = _rows(data.train.tensors[0]), _rows(data.val.tensors[0])
+    assert len(train) == len(data.train) and len(val) == len(data.val)  # all images differ
+    assert train.isdisjoint(val) and _rows(data.test.tensors[0]).isdisjoint(train | val)
+    assert train | val == _rows(images[train_idx])  # together: the old training part
+    assert len(data.val) == math.ceil(0.15 * len(train_idx))
+    _assert_stratified(data.val.tensors[1], labels[train_idx], 0.15)
+    assert data.mean[0] == pytest.approx(data.train.tensors[0].mean().item(), abs=1e-6)
+
+
+def test_digits_validation_is_deterministic_and_seeded() -> None:
+    first = load_image_data({"name": "digits", "seed": 2})
+    again = load_image_data({"name": "digits", "seed": 2})
+    other = load_image_data({"name": "digits", "seed": 1})
+    for a, b in zip(first.val.tensors + first.train.tensors,
+                    again.val.tensors + again.train.tensors, strict=True):
+        assert torch.equal(a, b)
+    assert not torch.equal(first.val.tensors[0], other.val.tensors[0])
 
 
 # ---------------------------------------------------------------- CIFAR, real on-disk format
@@ -127,22 +181,76 @@ def _pixel(row: np.ndarray, y: int, x: int) -> list[float]:
     return [row[plane * 1024 + y * 32 + x] / 255.0 for plane in range(3)]
 
 
+def _train_row(written: dict, index: int) -> tuple[np.ndarray, int]:
+    """Row and label of item ``index`` of the 50k-style training set (batches 1..5 in order)."""
+    per_batch = len(written["data_batch_1"][1])
+    rows, labels = written[f"data_batch_{index // per_batch + 1}"]
+    return rows[index % per_batch], labels[index % per_batch]
+
+
 def test_cifar10_round_trip(tmp_path) -> None:
     written = _write_cifar10(tmp_path)
-    data = load_image_data({"name": "cifar10", "root": str(tmp_path)})
+    data = load_image_data({"name": "cifar10", "root": str(tmp_path), "augment": False})
     assert (data.in_chans, data.num_classes, data.image_size) == (3, 10, 32)
-    assert (len(data.train), len(data.test)) == (20, 4)
+    assert (len(data.train), len(data.val), len(data.test)) == (18, 2, 4)  # ceil(0.1 * 20)
     assert len(data.mean) == len(data.std) == 3
-    image, label = data.train[5]  # second item of data_batch_2
-    rows, labels = written["data_batch_2"]
-    assert image.shape == (3, 32, 32) and label == labels[1]
-    for y, x in [(0, 0), (3, 17), (31, 30)]:
-        assert image[:, y, x].tolist() == pytest.approx(_pixel(rows[1], y, x), abs=1e-6)
-    test_image, test_label = data.test[3]
+    for split in (data.train, data.val):  # each item is the training item its index names
+        for position in (0, len(split) - 1):
+            image, label = split[position]
+            row, want = _train_row(written, split.indices[position])
+            assert image.shape == (3, 32, 32) and label == want
+            for y, x in [(0, 0), (3, 17), (31, 30)]:
+                assert image[:, y, x].tolist() == pytest.approx(_pixel(row, y, x), abs=1e-6)
+    assert sorted(data.train.indices + data.val.indices) == list(range(20))
+    test_image, test_label = data.test[3]  # the test split is the test batch, whole and in order
     rows, labels = written["test_batch"]
     assert test_label == labels[3]
     assert test_image[:, 9, 2].tolist() == pytest.approx(_pixel(rows[3], 9, 2), abs=1e-6)
-    assert data.train.classes[0] == "airplane"
+    assert data.train.dataset.classes[0] == "airplane"
+
+
+def test_cifar_validation_is_stratified_disjoint_and_deterministic(tmp_path) -> None:
+    written = _write_cifar10(tmp_path, per_batch=20)  # 100 training images, 10 of each class
+    cfg = {"name": "cifar10", "root": str(tmp_path), "val_fraction": 0.2}
+    data, again = load_image_data(cfg), load_image_data(cfg)
+    assert (len(data.train), len(data.val), len(data.test)) == (80, 20, 20)
+    assert set(data.train.indices).isdisjoint(data.val.indices)
+    assert (data.train.indices, data.val.indices) == (again.train.indices, again.val.indices)
+    labels = [_train_row(written, i)[1] for i in range(100)]
+    _assert_stratified([labels[i] for i in data.val.indices], labels, 0.2)
+    assert [data.val[i][1] for i in range(20)] == [labels[i] for i in data.val.indices]
+    default = load_image_data({"name": "cifar10", "root": str(tmp_path)})
+    assert len(default.val) == 10  # the documented default, 0.1
+    limited = load_image_data({**cfg, "val_limit": 3, "train_limit": 5, "test_limit": 2})
+    assert (len(limited.train), len(limited.val), len(limited.test)) == (5, 3, 2)
+    assert limited.val.dataset.indices[:3] == data.val.indices[:3]  # limits do not move the split
+
+
+def _reads_differ(dataset, items: int = 6, reads: int = 3) -> bool:
+    """Whether some item reads differently on repeated reads (torch's RNG seeded once)."""
+    torch.manual_seed(0)
+    for i in range(min(items, len(dataset))):
+        first = dataset[i][0]
+        if any(not torch.equal(first, dataset[i][0]) for _ in range(reads)):
+            return True
+    return False
+
+
+def test_cifar_train_augmentation_and_plain_evaluation(tmp_path) -> None:
+    _write_cifar10(tmp_path)
+    data = load_image_data({"name": "cifar10", "root": str(tmp_path)})
+    steps = [type(t) for t in data.train.dataset.transform.transforms]
+    assert steps == [transforms.RandomCrop, transforms.RandomHorizontalFlip, transforms.ToTensor]
+    assert data.train.dataset.transform.transforms[0].padding == 4
+    assert _reads_differ(data.train)
+    assert not _reads_differ(data.val) and not _reads_differ(data.test)
+    assert [type(t) for t in data.val.dataset.transform.transforms] == [transforms.ToTensor]
+    plain = load_image_data({"name": "cifar10", "root": str(tmp_path), "augment": False})
+    assert not _reads_differ(plain.train)
+    assert [type(t) for t in plain.train.dataset.transform.transforms] == [transforms.ToTensor]
+    for i in range(3):  # augmented training items are still pixels in [0, 1] of that size
+        assert data.train[i][0].shape == (3, 32, 32)
+        assert 0.0 <= data.train[i][0].min() <= data.train[i][0].max() <= 1.0
 
 
 def test_cifar10_limits_and_resize(tmp_path) -> None:
@@ -150,6 +258,7 @@ def test_cifar10_limits_and_resize(tmp_path) -> None:
     data = load_image_data({"name": "cifar10", "root": str(tmp_path), "image_size": 16,
                             "train_limit": 7, "test_limit": 2})
     assert (len(data.train), len(data.test), data.image_size) == (7, 2, 16)
+    assert len(data.val) == 2 and data.val[0][0].shape == (3, 16, 16)
     image, _ = data.train[6]
     assert image.shape == (3, 16, 16) and 0.0 <= image.min() <= image.max() <= 1.0
 
@@ -157,12 +266,17 @@ def test_cifar10_limits_and_resize(tmp_path) -> None:
 def test_cifar100_round_trip(tmp_path) -> None:
     written = _write_cifar100(tmp_path)
     data = load_image_data({"name": "cifar100", "root": str(tmp_path)})
-    assert (data.num_classes, len(data.train), len(data.test)) == (100, 6, 6)
+    assert (data.num_classes, len(data.train), len(data.val), len(data.test)) == (100, 5, 1, 6)
     rows, fine = written["test"]
     image, label = data.test[4]
     assert label == fine[4]
     assert image[:, 20, 11].tolist() == pytest.approx(_pixel(rows[4], 20, 11), abs=1e-6)
-    assert data.train[2][1] == written["train"][1][2]
+    assert data.train[2][1] == written["train"][1][data.train.indices[2]]
+    assert data.val[0][1] == written["train"][1][data.val.indices[0]]
+    with pytest.raises(ConfigError) as info:  # 6 images: 0.9 leaves none to train
+        load_image_data({"name": "cifar100", "root": str(tmp_path), "val_fraction": 0.9})
+    assert info.value.key == "data.val_fraction"
+    assert "0.9 of 6" in info.value.message and "leaves 0" in info.value.message
 
 
 def test_cifar_missing_root(tmp_path) -> None:
@@ -193,9 +307,10 @@ def test_imagefolder(tmp_path) -> None:
     _write_folder(tmp_path, "val")
     data = load_image_data({"name": "imagefolder", "root": str(tmp_path), "image_size": 24})
     assert (data.num_classes, data.in_chans, data.image_size) == (3, 3, 24)
-    assert (len(data.train), len(data.test)) == (9, 6)
+    assert (len(data.train), len(data.val), len(data.test)) == (8, 1, 6)  # val: ceil(0.1 * 9)
+    assert data.test.root.endswith("val")  # val/ alone keeps its old meaning: the test split
     assert data.mean == (0.5,) * 3 and data.std == (0.25,) * 3
-    for dataset in (data.train, data.test):
+    for dataset in (data.train, data.val, data.test):
         for image, label in dataset:
             assert image.shape == (3, 24, 24)
             colour = _COLOURS[sorted(_COLOURS)[label]]
@@ -209,6 +324,42 @@ def test_imagefolder_grey_test_dir_and_stats(tmp_path) -> None:
                             "in_chans": 1, "mean": [0.4], "std": [0.2]})
     assert data.train[0][0].shape == (1, 8, 8)
     assert (data.mean, data.std) == ((0.4,), (0.2,))
+
+
+def test_imagefolder_validation_layouts(tmp_path) -> None:
+    _write_folder(tmp_path, "train", per_class=5)
+    _write_folder(tmp_path, "test", per_class=1)
+    cfg = {"name": "imagefolder", "root": str(tmp_path), "image_size": 8, "val_fraction": 0.2}
+    carved = load_image_data(cfg)
+    assert (len(carved.train), len(carved.val), len(carved.test)) == (12, 3, 3)
+    assert set(carved.train.indices).isdisjoint(carved.val.indices)
+    assert carved.val.indices == load_image_data(cfg).val.indices
+    targets = carved.train.dataset.targets
+    _assert_stratified([targets[i] for i in carved.val.indices], targets, 0.2)
+    assert carved.test.root.endswith("test")
+    _write_folder(tmp_path, "val", per_class=2)  # all three: val/ validates, test/ tests
+    shipped = load_image_data({"name": "imagefolder", "root": str(tmp_path), "image_size": 8,
+                               "val_limit": 4})
+    assert (len(shipped.train), len(shipped.val), len(shipped.test)) == (15, 4, 3)
+    assert shipped.val.dataset.root.endswith("val") and shipped.test.root.endswith("test")
+    with pytest.raises(ConfigError) as info:  # a fraction that would go unused is refused
+        load_image_data(cfg)
+    assert info.value.key == "data.val_fraction" and "val" in info.value.message
+
+
+def test_imagefolder_augmentation(tmp_path) -> None:
+    _write_folder(tmp_path, "train")
+    _write_folder(tmp_path, "test")
+    data = load_image_data({"name": "imagefolder", "root": str(tmp_path), "image_size": 16})
+    train_steps = [type(t) for t in data.train.dataset.transform.transforms]
+    eval_steps = [type(t) for t in data.test.transform.transforms]
+    assert train_steps == [transforms.RandomResizedCrop, transforms.RandomHorizontalFlip,
+                           transforms.ToTensor]
+    assert eval_steps == [transforms.Resize, transforms.CenterCrop, transforms.ToTensor]
+    assert [type(t) for t in data.val.dataset.transform.transforms] == eval_steps
+    plain = load_image_data({"name": "imagefolder", "root": str(tmp_path), "image_size": 16,
+                             "augment": False})
+    assert [type(t) for t in plain.train.dataset.transform.transforms] == eval_steps
 
 
 def test_imagefolder_missing_split(tmp_path) -> None:
@@ -244,6 +395,10 @@ def test_unknown_key_named() -> None:
     ({"name": "digits", "seed": -1}, "data.seed"),
     ({"name": "cifar10", "root": "x", "download": "yes"}, "data.download"),
     ({"name": "cifar10", "root": "x", "train_limit": 0}, "data.train_limit"),
+    ({"name": "cifar10", "root": "x", "val_limit": 0}, "data.val_limit"),
+    ({"name": "cifar10", "root": "x", "augment": "yes"}, "data.augment"),
+    ({"name": "digits", "augment": True}, "data.augment"),
+    ({"name": "imagefolder", "root": "x", "augment": 1}, "data.augment"),
     ({"name": "imagefolder", "root": "x", "in_chans": 2}, "data.in_chans"),
     ({"name": "imagefolder", "root": "x", "std": [0.2, 0.2, 0]}, "data.std"),
 ])
@@ -251,3 +406,12 @@ def test_bad_values_name_the_key(cfg: dict, bad_key: str) -> None:
     with pytest.raises(ConfigError) as info:
         load_image_data(cfg)
     assert info.value.key == bad_key
+
+
+@pytest.mark.parametrize("fraction", [0, 1, 1.5, -0.1, "0.1", True, None])
+@pytest.mark.parametrize("name", ["digits", "cifar10", "imagefolder"])
+def test_bad_val_fraction_is_refused(name: str, fraction) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_image_data({"name": name, "root": "x", "val_fraction": fraction} if name != "digits"
+                        else {"name": name, "val_fraction": fraction})
+    assert info.value.key == "data.val_fraction" and repr(fraction) in info.value.message

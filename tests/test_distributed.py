@@ -17,10 +17,10 @@ from pgserver import postgres_url  # noqa: F401  (a session fixture: a real serv
 from test_study import write_study
 
 from auxsearch import distributed
-from auxsearch import study as study_mod
 from auxsearch.cli import main
-from auxsearch.report import pareto_front
+from auxsearch.pareto import pareto_front
 from auxsearch.rundir import load_run
+from auxsearch.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def check_parallel_run(run_dir: Path, n_trials: int, capsys) -> None:
     assert shown["front"] == json.loads(json.dumps(pareto_front(recs)))
     front_file = yaml.safe_load((run_dir / "pareto.yaml").read_text())["front"]
     assert [e["trial"] for e in front_file] == [r["number"] for r in shown["front"]]
-    st = optuna.load_study(study_name=meta["name"], storage=study_mod.make_storage(meta["storage"]))
+    st = optuna.load_study(study_name=meta["name"], storage=open_storage(meta["storage"]))
     workers = {t.user_attrs.get("worker") for t in st.trials if t.state.is_finished()}
     seeds = {t.user_attrs.get("worker"): t.user_attrs.get("sampler_seed") for t in st.trials}
     assert len(workers) >= 2, "the trials were not shared between workers"
@@ -69,7 +69,7 @@ def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
     journal = run_dir / "study.journal"
     if not journal.is_file():
         return []
-    storage = study_mod.make_storage(f"journal:{journal}")
+    storage = open_storage(f"journal:{journal}")
     try:
         return optuna.load_study(study_name="quickstart", storage=storage).trials
     except KeyError:

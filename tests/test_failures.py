@@ -9,6 +9,7 @@ import yaml
 
 from auxsearch import study as study_mod
 from auxsearch.graph import save_design
+from auxsearch.records import records
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -32,7 +33,7 @@ def run_study(path: Path) -> list[dict]:
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
     study_mod.optimize(run, st, run.cfg.n_trials, None, progress=False)
-    return study_mod.records(st)
+    return records(st)
 
 
 @pytest.fixture(autouse=True)

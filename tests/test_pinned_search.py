@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from auxsearch.graph import design_hash, normalize
-from auxsearch.study import make_sampler
+from auxsearch.samplers import make_sampler
 from auxsearch.space import suggest_design
 from auxsearch.study import prepare
 

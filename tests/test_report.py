@@ -6,16 +6,14 @@ import pytest
 
 from auxsearch.errors import AuxsearchError
 from auxsearch.graph import design_hash
-from auxsearch.report import (
-    families,
+from auxsearch.pareto import (
     hypervolume_2d,
     hypervolume_history,
+    hypervolume_origin,
     knee,
     pareto_front,
-    pareto_table,
-    reference_point,
-    write_report,
 )
+from auxsearch.report import families, pareto_table, write_report
 
 MIB = 2**20
 BUNDLE_MARK = "Copyright 2012-"  # the plotly.js licence banner, once per inlined bundle
@@ -102,7 +100,7 @@ def test_hypervolume_known_cases():
 
 def test_reference_point_and_history():
     recs = sample_records(40, seed=1)
-    ref = reference_point(recs)
+    ref = hypervolume_origin(recs)
     done = [r for r in recs if r["state"] == "COMPLETE"]
     assert ref == (0.0, pytest.approx(1.1 * max(r["peak_memory_bytes"] for r in done)))
     hist = hypervolume_history(recs, ref)
@@ -111,7 +109,7 @@ def test_reference_point_and_history():
     assert all(b >= a for a, b in zip(values, values[1:], strict=False))
     front = pareto_front(recs)
     assert values[-1] == pytest.approx(hypervolume_2d([(r["score"], r["peak_memory_bytes"]) for r in front], ref))
-    assert reference_point([]) == (0.0, 0.0)
+    assert hypervolume_origin([]) == (0.0, 0.0)
 
 
 def test_knee_on_l_shaped_front():

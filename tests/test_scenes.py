@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from auxsearch.tasks.scenes import CLASSES, compose, make_scenes, shape_pixels
+from auxsearch.errors import ConfigError
+from auxsearch.tasks.scenes import CLASSES, compose, make_scenes, scene_splits, shape_pixels
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,26 @@ def test_shape_pixels_are_unclipped_and_sized() -> None:
         rows, cols = shape_pixels(label, (30.0, 20.0), 16, angle=0.7)
         assert abs(rows.mean() - 19.5) < 2.5 and abs(cols.mean() - 29.5) < 2.5
         assert len(set(zip(rows.tolist(), cols.tolist(), strict=True))) == len(rows)
+
+
+def test_scene_splits_draw_validation_from_its_own_stream() -> None:
+    """Train and test are streams 0 and 1 as before validation existed; validation is stream 2,
+    so its size never moves a train or test scene."""
+    cfg = {"name": "scenes", "image_size": 24, "num_train": 4, "num_val": 3, "num_test": 2,
+           "seed": 9}
+    train, val, test, size = scene_splits(cfg, "data")
+    assert size == 24 and [len(part[0]) for part in (train, val, test)] == [4, 3, 2]
+    for part, stream in ((train, 0), (test, 1), (val, 2)):
+        assert _same(part, make_scenes(len(part[0]), 24, seed=9, stream=stream))
+    _, more_val, _, _ = scene_splits({**cfg, "num_val": 5}, "data")
+    assert _same(tuple(p[:3] for p in more_val), val)
+    same_train, _, same_test, _ = scene_splits({**cfg, "num_val": 1}, "data")
+    assert _same(same_train, train) and _same(same_test, test)
+    drawn = [image.tobytes() for part in (train, test) for image in part[0]]
+    assert not any(image.tobytes() in drawn for image in val[0])
+    assert len(scene_splits({k: v for k, v in cfg.items() if k != "num_val"}, "data")[1][0]) == 256
+    for bad in ({"num_val": 0}, {"num_val": 1.5}, {"val_fraction": 0.2}):
+        with pytest.raises(ConfigError) as info:
+            scene_splits({**cfg, **bad}, "task.data")
+        assert info.value.key == f"task.data.{next(iter(bad))}"
+

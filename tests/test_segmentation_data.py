@@ -10,12 +10,13 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from auxsearch.errors import ConfigError
-from auxsearch.tasks.classification_data import ImageData
+from auxsearch.tasks.data import ImageData
 from auxsearch.tasks.detection_data import load_detection_data
 from auxsearch.tasks.scenes import CLASSES, make_scenes
 from auxsearch.tasks.segmentation_data import DATASETS, IGNORE, load_segmentation_data
 
-SMALL = {"name": "scenes", "image_size": 32, "num_train": 10, "num_test": 5, "seed": 7}
+SMALL = {"name": "scenes", "image_size": 32, "num_train": 10, "num_val": 4, "num_test": 5,
+         "seed": 7}
 
 # ---------------------------------------------------------------- scenes
 
@@ -24,7 +25,7 @@ def test_scenes_contract_and_same_pictures_as_detection() -> None:
     data = load_segmentation_data(SMALL)
     assert isinstance(data, ImageData) and data.collate is None
     assert (data.in_chans, data.num_classes, data.image_size) == (3, 1 + len(CLASSES), 32)
-    assert (len(data.train), len(data.test)) == (10, 5)
+    assert (len(data.train), len(data.val), len(data.test)) == (10, 4, 5)
     image, mask = data.train[2]
     assert image.shape == (3, 32, 32) and image.dtype == torch.float32
     assert mask.shape == (32, 32) and mask.dtype == torch.int64
@@ -33,9 +34,21 @@ def test_scenes_contract_and_same_pictures_as_detection() -> None:
     assert int(data.train.tensors[1].max()) < data.num_classes
     detection = load_detection_data(SMALL)
     assert torch.equal(data.test.tensors[0], detection.test.images)
+    assert torch.equal(data.val.tensors[0], detection.val.images)
     assert data.mean == pytest.approx(detection.mean) and data.std == pytest.approx(detection.std)
     images, batch_masks = next(iter(DataLoader(data.train, batch_size=4)))
     assert images.shape == (4, 3, 32, 32) and batch_masks.shape == (4, 32, 32)
+
+
+def test_scenes_validation_is_its_own_stream() -> None:
+    data, again = load_segmentation_data(SMALL), load_segmentation_data(SMALL)
+    for split, stream, n in (("train", 0, 10), ("test", 1, 5), ("val", 2, 4)):
+        images, _, masks = make_scenes(n, 32, seed=7, stream=stream)
+        assert torch.equal(getattr(data, split).tensors[0], torch.from_numpy(images)), split
+        assert torch.equal(getattr(data, split).tensors[1], torch.from_numpy(masks)), split
+    assert torch.equal(data.val.tensors[1], again.val.tensors[1])
+    train = {bytes(x.numpy().tobytes()) for x in data.train.tensors[0]}
+    assert not any(bytes(x.numpy().tobytes()) in train for x in data.val.tensors[0])
 
 
 def test_scenes_default_and_seed() -> None:
@@ -94,9 +107,10 @@ def test_palette_png_is_what_voc_ships(tmp_path) -> None:
 def test_voc_masks_resized_nearest(tmp_path) -> None:
     _write_voc(tmp_path)
     data = load_segmentation_data({"name": "voc", "root": str(tmp_path), "image_size": 40})
-    assert (data.num_classes, len(data.train), len(data.test)) == (21, 2, 1)
+    assert (data.num_classes, len(data.train), len(data.val), len(data.test)) == (21, 1, 1, 1)
     assert data.mean == (0.485, 0.456, 0.406) and data.collate is None
-    image, mask = data.train[0]
+    image_set = data.train.dataset  # the whole training image set, before the validation cut
+    image, mask = image_set[0]
     assert image.shape == (3, 40, 40) and mask.shape == (40, 40) and mask.dtype == torch.int64
     assert image[:, 30, 5].tolist() == pytest.approx([40 / 255, 120 / 255, 200 / 255], abs=0.03)
     assert set(mask.unique().tolist()) == {0, 15, IGNORE}  # no blended ids
@@ -105,8 +119,8 @@ def test_voc_masks_resized_nearest(tmp_path) -> None:
     expected[:20] = 15
     expected[:, 20:24] = IGNORE
     assert torch.equal(mask, expected)
-    assert int(data.test[0][1][0, 0]) == 12 and int(data.train[1][1][5, 5]) == 8
-    images, masks = next(iter(DataLoader(data.train, batch_size=2)))
+    assert int(data.test[0][1][0, 0]) == 12 and int(image_set[1][1][5, 5]) == 8
+    images, masks = next(iter(DataLoader(image_set, batch_size=2)))
     assert images.shape == (2, 3, 40, 40) and masks.shape == (2, 40, 40)
 
 
@@ -115,6 +129,24 @@ def test_voc_limits_and_image_sets(tmp_path) -> None:
     data = load_segmentation_data({"name": "voc", "root": str(tmp_path), "train_limit": 1,
                                    "image_set_test": "train"})
     assert (len(data.train), len(data.test), data.image_size) == (1, 2, 128)
+
+
+def test_voc_validation_is_carved_from_the_training_image_set(tmp_path) -> None:
+    _write_voc(tmp_path)
+    cfg = {"name": "voc", "root": str(tmp_path), "image_size": 16}
+    data, again = load_segmentation_data(cfg), load_segmentation_data(cfg)
+    assert data.val.indices == again.val.indices and len(data.val) == 1
+    assert sorted(data.train.indices + data.val.indices) == [0, 1]
+    tops = {15, 8}  # the class of the upper half of each training image
+    assert {int(data.val[0][1][0, 0]), int(data.train[0][1][0, 0])} == tops
+    assert int(data.test[0][1][0, 0]) == 12  # the test split is still val.txt
+    assert len(load_segmentation_data({**cfg, "val_limit": 1}).val) == 1
+    with pytest.raises(ConfigError) as info:  # 2 images: 0.6 puts both in validation
+        load_segmentation_data({**cfg, "val_fraction": 0.6})
+    assert info.value.key == "data.val_fraction" and "0.6 of 2" in info.value.message
+    with pytest.raises(ConfigError) as info:  # val.txt is the test set
+        load_segmentation_data({**cfg, "image_set_val": "val"})
+    assert info.value.key == "data.image_set_val"
 
 
 def test_voc_rgb_mask_is_refused(tmp_path) -> None:
@@ -156,6 +188,9 @@ def test_unknown_name_and_keys() -> None:
     ({"name": "voc", "root": "x", "image_size": "128"}, "data.image_size"),
     ({"name": "voc", "root": "x", "year": "2006"}, "data.year"),
     ({"name": "voc", "root": ""}, "data.root"),
+    ({"num_val": True}, "data.num_val"),
+    ({"name": "voc", "root": "x", "val_fraction": -0.2}, "data.val_fraction"),
+    ({"name": "voc", "root": "x", "val_limit": 0}, "data.val_limit"),
     ([1, 2], "data"),
 ])
 def test_bad_values_name_the_key(cfg, bad_key: str) -> None:

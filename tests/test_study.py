@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import optuna
@@ -12,9 +13,11 @@ import yaml
 
 from auxsearch import study as study_mod
 from auxsearch.cli import main
-from auxsearch.config import PruningConfig
+from auxsearch.config import MemoryConfig, PruningConfig
 from auxsearch.graph import load_design
-from auxsearch.report import pareto_front
+from auxsearch.objective import Objective
+from auxsearch.pareto import pareto_front
+from auxsearch.records import records
 from auxsearch.training import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -25,7 +28,7 @@ def write_study(tmp_path: Path, **overrides) -> Path:
     tmp_path.mkdir(parents=True, exist_ok=True)
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
     raw.update(search_space=str(SPACE), output=str(tmp_path / "run"), n_trials=3,
-               train={**raw["train"], "epochs": 1}, data={**raw["data"], "image_size": 8})
+               train={**raw["train"], "epochs": 1}, data={**raw["data"], "image_size": 8}, confirm={"seeds": 0})
     raw.update(overrides)
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -41,7 +44,7 @@ def _dominated(a: dict, b: dict) -> bool:
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("quick")
-    path = write_study(tmp)
+    path = write_study(tmp, confirm={"seeds": 2})
     assert main(["run", str(path), "--no-progress"]) == 0
     return path, tmp / "run"
 
@@ -53,17 +56,20 @@ def test_run_writes_every_output_with_content(quick_run):
     assert all(r["design_hash"] for r in rows)
     pareto = yaml.safe_load((run / "pareto.yaml").read_text())
     assert pareto["e2e_reference"]["K"] == 1 and pareto["e2e_reference"]["ratio_to_e2e_memory"] == 1.0
+    assert pareto["front_kind"] == "confirmed"
     front = pareto["front"]
-    assert front
+    assert front and all(len(a["confirmed"]["seeds"]) == 2 for a in front)
     for a in front:
-        assert not any(_dominated(a, b) for b in front if b is not a)
         assert (run / "designs" / f"trial-{a['trial']}.yaml").is_file()
-    all_done = [{"score": float(r["score"]), "peak_memory_bytes": int(r["peak_memory_bytes"])}
-                for r in rows if r["state"] == "COMPLETE"]
-    for a in front:  # non-dominated among *all* completed trials, not just among itself
-        assert not any(_dominated(a, b) for b in all_done)
+    confirmed = {int(r["number"]): r for r in rows if r["confirm_seeds"]}
+    assert 0 in confirmed  # the E2E reference is confirmed beside the front
+    for a in front:  # no design clearly dominates a front design: mean +- std intervals of validation
+        for b in confirmed.values():
+            beats = (float(b["val_mean"]) - float(b["val_std"]) > a["confirmed"]["val_mean"] + a["confirmed"]["val_std"])
+            assert not (beats and int(b["peak_memory_bytes"]) <= a["peak_memory_bytes"]), (a, b)
     html = (run / "report.html").read_text()
-    assert "E2E" in html and "Hypervolume" in html.replace("hypervolume", "Hypervolume")
+    assert "Confirmed designs" in html and "+- " in html  # the confirmed table with its spreads
+    assert f"trial {front[0]['trial']}" in html
 
 
 def test_show_json_matches_the_front_and_export_trains(quick_run, tmp_path, capsys):
@@ -72,7 +78,7 @@ def test_show_json_matches_the_front_and_export_trains(quick_run, tmp_path, caps
     assert main(["show", str(run), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
     pareto = yaml.safe_load((run / "pareto.yaml").read_text())
-    assert [r["number"] for r in shown["front"]] == [e["trial"] for e in pareto["front"]]
+    assert [r["trial"] for r in shown["front"]] == [e["trial"] for e in pareto["front"]]
     assert shown["e2e_reference"]["is_e2e"]
     out = tmp_path / "best.yaml"
     assert main(["export", str(run), "--best-score", "-o", str(out)]) == 0
@@ -106,32 +112,74 @@ def test_export_refuses_what_does_not_exist(quick_run, tmp_path, capsys):
 
 
 def test_budget_rejects_designs_before_training_and_duplicates_are_reused(tmp_path):
-    path = write_study(tmp_path, memory={"mode": "measured", "budget": "1KiB"}, n_trials=2,
-                       enqueue=["man_k4", "man_k4"])
+    path = write_study(tmp_path, memory={"mode": "measured", "budget": "1KiB"}, n_trials=3,
+                       enqueue=["man_k4", "man_k4"], objectives=["score", "memory", "seconds", "params"])
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 3, None, progress=False)
-    recs = study_mod.records(st)
-    assert [r["state"] for r in recs] == ["INFEASIBLE"] * 3
-    assert all(r["seconds"] is None and r["peak_memory_bytes"] > 1024 for r in recs)
+    study_mod.optimize(run, st, 4, None, progress=False)
+    recs = records(st)
+    assert [r["state"] for r in recs] == ["COMPLETE", "INFEASIBLE", "INFEASIBLE", "INFEASIBLE"]
+    assert recs[0]["is_e2e"] and recs[0]["over_budget"] and recs[0]["score"] > 0.1  # trained, marked
+    assert all(r["seconds"] is None and r["peak_memory_bytes"] > 1024 for r in recs[1:])
     assert recs[2]["reused_from"] == 1 and recs[2]["design_hash"] == recs[1]["design_hash"]
-    assert pareto_front(recs) == []
+    assert [r["number"] for r in pareto_front(recs)] == [0]
+    frozen = st.get_trials()[1]
+    assert frozen.values[0] == -math.inf and frozen.constraints["memory_budget"] > 0  # worst, constrained out
+
+
+def _pruner(mode: str = "measured", **pruning):
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.add_trial(optuna.trial.create_trial(values=[0.9, 1000.0], user_attrs={"history": [0.5, 0.8, 0.9]}))
+    cfg = type("C", (), {"pruning": PruningConfig(**{"warmup_epochs": 1, "margin": 0.05, **pruning}),
+                         "memory": MemoryConfig(mode=mode)})()
+    trial = study.ask()
+    return trial, Objective(type("R", (), {"cfg": cfg})())._pruner(trial)
 
 
 def test_dominated_curves_are_stopped():
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    study.add_trial(optuna.trial.create_trial(values=[0.9, 1000.0], user_attrs={"history": [0.5, 0.8, 0.9]}))
-    run = type("R", (), {"cfg": type("C", (), {"pruning": PruningConfig(warmup_epochs=1, margin=0.05)})()})()
-    trial = study.ask()
-    on_epoch = study_mod.Objective(run)._pruner(trial, None)
+    trial, on_epoch = _pruner()
     res = TrainResult("accuracy", 0, 1000, "measured", 0, 0, "h", "cpu")
     res.history = [0.1]
     assert not on_epoch(res)  # warm-up epoch
     res.history = [0.1, 0.4]
     assert on_epoch(res)  # 0.4 + 0.05 <= 0.8 at epoch 2 with no more memory
-    assert "dominated by trials [0]" in trial.user_attrs["reason"]
-    res.peak_memory_bytes = 500  # a design that uses far less memory is not compared with it
+    assert "dominated by trials [0]" in trial.user_attrs["reason"] and "no more memory" in trial.user_attrs["reason"]
+    res.peak_memory_bytes = 999  # one byte less than the rival: not dominated (default tolerance 0)
     assert not on_epoch(res)
+    res.peak_memory_bytes, res.history = 1000, [0.1, 0.76]  # better than 0.8 - margin at the same epoch
+    assert not on_epoch(res)
+    res.history = [0.1, 0.4, 0.86]  # epoch 3 is compared with the rival's epoch 3 (0.9), not its final score
+    assert not on_epoch(res)
+
+
+def test_pruning_compares_memory_in_one_unit():
+    """Simulated mode compares the trial's simulated peak with rivals' simulated values, not its measured step."""
+    trial, on_epoch = _pruner("simulated")
+    trial.set_user_attr("simulated_peak_bytes", 1500)
+    res = TrainResult("accuracy", 0, 10, "measured", 0, 0, "h", "cpu")  # measured 10 B: would see no rival
+    res.history = [0.1, 0.4]
+    assert on_epoch(res)
+    trial2, on_epoch2 = _pruner("simulated")
+    trial2.set_user_attr("simulated_peak_bytes", 900)
+    res.peak_memory_bytes = 5000  # measured is large, simulated is below the rival: kept
+    assert not on_epoch2(res)
+
+
+@pytest.mark.parametrize("rival_bytes, pruned", [(1, True), (10**15, False)])
+def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, rival_bytes, pruned):
+    """A completed rival with a perfect validation curve stops a real trial at epoch 2 if it needs no more memory."""
+    path = write_study(tmp_path, enqueue=[], n_trials=2, train={"epochs": 3, "batch_size": 64, "lr": 0.05},
+                       pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.05})
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, 1, None, progress=False)  # the E2E reference
+    st.add_trial(optuna.trial.create_trial(values=[1.0, float(rival_bytes)], user_attrs={"history": [1.0, 1.0, 1.0]},
+                                           params={}, distributions={}))
+    study_mod.optimize(run, st, 3, None, progress=False)
+    trial = records(st)[2]
+    assert trial["state"] == ("PRUNED" if pruned else "COMPLETE"), trial["reason"]
+    if pruned:
+        assert len(trial["history"]) == 2 and "dominated by trials [1]" in trial["reason"]
 
 
 @pytest.mark.parametrize("change, words", [
@@ -183,7 +231,7 @@ def test_every_sampler_runs(tmp_path, sampler):
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
     study_mod.optimize(run, st, 3, None, progress=False)
-    recs = study_mod.records(st)
+    recs = records(st)
     assert len([r for r in recs if r["state"] == "COMPLETE"]) == 3 and recs[0]["is_e2e"]
 
 
@@ -194,7 +242,7 @@ def test_sequential_search_is_reproducible(tmp_path):
         run = study_mod.prepare(path)
         st = study_mod.open_study(run)
         study_mod.optimize(run, st, 4, None, progress=False)
-        params.append([(r["params"], r["score"]) for r in study_mod.records(st)])
+        params.append([(r["params"], r["score"]) for r in records(st)])
     assert params[0] == params[1]
 
 
@@ -204,10 +252,10 @@ def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path):
 
     def rec(number, score, peak):
         return {"number": number, "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
-                "design": {"splits": []}, "is_e2e": number == 0}
+                "design": {"splits": []}, "is_e2e": number == 0, "design_hash": f"h{number}"}
 
     records = [rec(0, 0.95, 100), rec(1, 0.90, 50), rec(2, 0.85, 80)]  # trial 2 is dominated by trial 1
-    with pytest.raises(ConfigError, match="not on the Pareto front"):
+    with pytest.raises(ConfigError, match="not on the front"):
         choose(records, trial=2)
     assert choose(records, trial=2, allow_dominated=True)["number"] == 2
     assert choose(records, trial=1)["number"] == 1
@@ -218,7 +266,8 @@ def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path):
 
 
 def test_export_with_no_completed_trial_says_so(tmp_path, capsys):
-    path = write_study(tmp_path, memory={"mode": "measured", "budget": "1KiB"}, n_trials=1, enqueue=[])
+    """A run whose only trial diverged (NaN: pruned) has nothing to export."""
+    path = write_study(tmp_path, n_trials=1, enqueue=[], train={"epochs": 1, "batch_size": 64, "lr": 1e9})
     assert main(["run", str(path), "--no-progress"]) == 0
     capsys.readouterr()
     assert main(["export", str(tmp_path / "run"), "-o", str(tmp_path / "x.yaml")]) == 2

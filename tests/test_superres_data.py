@@ -3,6 +3,8 @@ in the DIV2K and Set5 layouts (no downloads)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,14 +12,15 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from auxsearch.errors import ConfigError
-from auxsearch.tasks.classification_data import ImageData
+from auxsearch.tasks import data_path_keys, resolve_data_paths
+from auxsearch.tasks.data import ImageData
+from auxsearch.tasks.sr_items import FixedCrops, WholeImages, bicubic_downscale, dihedral
 from auxsearch.tasks.superres_data import (
     DATASETS,
     PHOTOS_TEST,
     PHOTOS_TRAIN,
-    _dihedral,
+    PHOTOS_VAL,
     _photo,
-    bicubic_downscale,
     load_superres_data,
 )
 
@@ -41,6 +44,7 @@ def _interior_error(lr: torch.Tensor, hr: torch.Tensor, scale: int, margin: int 
 def test_photos_defaults(photos: ImageData) -> None:
     assert (photos.in_chans, photos.num_classes, photos.image_size, photos.scale) == (3, 1, 24, 2)
     assert (len(photos.train), len(photos.test)) == (512, 8 * len(PHOTOS_TEST))
+    assert isinstance(photos.val, FixedCrops) and len(photos.val) == 8 * len(PHOTOS_VAL)
     assert photos.std == (1.0, 1.0, 1.0) and photos.collate is None
     assert photos.eval_batch_size is None  # fixed-size crops: any batch size stacks
     hr = torch.cat([p.hr.flatten(1) for p in photos.train.pairs], dim=1).float() / 255
@@ -51,12 +55,12 @@ def test_photos_defaults(photos: ImageData) -> None:
 def test_photos_shapes_and_range(scale: int) -> None:
     data = load_superres_data({"name": "photos", "scale": scale, "patch": 16, "test_patch": 20})
     torch.manual_seed(0)
-    for lr, hr in [data.train[i] for i in range(4)] + [data.test[0], data.test[9]]:
+    for lr, hr in [data.train[i] for i in range(4)] + [data.test[0], data.test[9], data.val[7]]:
         assert lr.dtype == hr.dtype == torch.float32
         assert hr.shape == (3, lr.shape[1] * scale, lr.shape[2] * scale)
         assert 0.0 <= lr.min() and lr.max() <= 1.0 and 0.0 <= hr.min() and hr.max() <= 1.0
     assert data.train[0][0].shape == (3, 16, 16) and data.test[0][0].shape == (3, 20, 20)
-    for pair in data.train.pairs + data.test.pairs:
+    for pair in data.train.pairs + data.val.pairs + data.test.pairs:
         assert pair.hr.shape[1] % scale == 0 and pair.hr.shape[2] % scale == 0
         assert pair.lr.shape[1:] == (pair.hr.shape[1] // scale, pair.hr.shape[2] // scale)
 
@@ -76,7 +80,9 @@ def test_lr_patch_is_the_downscaled_hr_patch(scale: int) -> None:
 def test_split_is_fixed_and_whole_images(photos: ImageData) -> None:
     assert [p.name for p in photos.train.pairs] == list(PHOTOS_TRAIN)
     assert [p.name for p in photos.test.pairs] == list(PHOTOS_TEST) == ["chelsea", "coffee"]
-    assert set(PHOTOS_TRAIN).isdisjoint(PHOTOS_TEST)
+    assert [p.name for p in photos.val.pairs] == list(PHOTOS_VAL) == ["rocket"]
+    assert len(set(PHOTOS_TRAIN) | set(PHOTOS_VAL) | set(PHOTOS_TEST)) == 6  # disjoint
+    assert "motorcycle_left" in PHOTOS_TRAIN and "motorcycle_right" in PHOTOS_TRAIN  # one scene
     i, y, x = photos.test.crops[3]
     _, hr = photos.test[3]
     source = _photo(PHOTOS_TEST[i]).float() / 255  # the crop really comes from that photo
@@ -86,10 +92,14 @@ def test_split_is_fixed_and_whole_images(photos: ImageData) -> None:
 def test_test_items_are_deterministic(photos: ImageData) -> None:
     again = load_superres_data({"name": "photos"})
     other = load_superres_data({"name": "photos", "seed": 1})
-    torch.manual_seed(123)  # the global RNG plays no part in test items
-    for i in range(len(photos.test)):
-        assert all(torch.equal(a, b) for a, b in zip(photos.test[i], again.test[i], strict=True))
+    torch.manual_seed(123)  # the global RNG plays no part in validation or test items
+    for split in ("val", "test"):
+        mine, theirs = getattr(photos, split), getattr(again, split)
+        for i in range(len(mine)):
+            assert all(torch.equal(a, b) for a, b in zip(mine[i], theirs[i], strict=True))
+            assert all(torch.equal(a, b) for a, b in zip(mine[i], mine[i], strict=True))
     assert photos.test.crops == again.test.crops != other.test.crops
+    assert photos.val.crops == again.val.crops != other.val.crops
 
 
 def test_train_patches_follow_the_torch_seed(photos: ImageData) -> None:
@@ -109,7 +119,7 @@ def test_train_patches_follow_the_torch_seed(photos: ImageData) -> None:
 
 def test_dihedral_gives_eight_distinct_views() -> None:
     image = torch.arange(12.0).view(1, 3, 4)[:, :3, :3]
-    views = {tuple(_dihedral(image, code).flatten().tolist()) for code in range(8)}
+    views = {tuple(dihedral(image, code).flatten().tolist()) for code in range(8)}
     assert len(views) == 8
 
 
@@ -164,7 +174,8 @@ def test_folders_div2k_and_set5(tmp_path) -> None:
     data = load_superres_data(cfg)
     assert (data.scale, data.image_size, len(data.train), len(data.test)) == (2, 8, 6, 2)
     assert data.std == (1.0, 1.0, 1.0) and len(data.mean) == 3 and data.eval_batch_size == 1
-    pairs = {p.name: p for p in data.train.pairs}
+    pairs = {p.name: p for p in data.train.pairs + data.val.pairs}
+    assert sorted(pairs) == ["0001", "0002", "0003"] and len(data.val) == 1  # ceil(0.1 * 3)
     array, lr = written["0002"]
     assert tuple(pairs["0002"].hr.shape) == (3, 40, 36)  # 41 x 37 cropped to a multiple of 2
     assert torch.equal(pairs["0002"].lr, torch.from_numpy(lr).permute(2, 0, 1))
@@ -190,9 +201,10 @@ def test_folders_make_lr_and_pair_same_stem(tmp_path) -> None:
     data = load_superres_data({"name": "folders", "scale": 3, "patch": 9,
                                "train_hr": train_keys["train_hr"], "test_hr": str(test_hr),
                                "test_lr": str(test_lr), "train_limit": 1})
-    assert [p.name for p in data.train.pairs] == ["0001"]
+    assert len(data.train.pairs) == len(data.val.pairs) == 1
+    name = data.train.pairs[0].name
     made = data.train.pairs[0].lr  # no train_lr: made by the documented downscale
-    assert torch.equal(made, torch.from_numpy(written["0001"][1]).permute(2, 0, 1))
+    assert torch.equal(made, torch.from_numpy(written[name][1]).permute(2, 0, 1))
     assert data.test[0][0].shape == (3, 10, 11)
 
 
@@ -216,11 +228,86 @@ def test_folders_missing_partner_and_folders(tmp_path) -> None:
     cases = [({**base, "test_hr": str(tmp_path / "nowhere")}, "data.test_hr", "not found"),
              ({**base, "train_hr": str(tmp_path / "empty")}, "data.train_hr", "no images"),
              ({**base, "test_hr": None}, "data.test_hr", "required"),
-             ({**base, "patch": 20}, "data.patch", "do not fit")]
+             ({**base, "patch": 23}, "data.patch", "do not fit")]
     for cfg, key, words in cases:
         with pytest.raises(ConfigError) as info:
             load_superres_data(cfg)
         assert info.value.key == key and words in info.value.message
+
+
+def test_folders_validation_carved_from_train(tmp_path) -> None:
+    sizes = ((20, 22), (24, 20), (22, 22), (26, 24), (20, 20))
+    train_keys, written = _div2k(tmp_path, sizes=sizes)
+    cfg = {"name": "folders", "patch": 6, **train_keys, **_set5(tmp_path), "val_fraction": 0.4}
+    data, again = load_superres_data(cfg), load_superres_data(cfg)
+    train, val = [p.name for p in data.train.pairs], [p.name for p in data.val.pairs]
+    assert len(val) == 2 and len(train) == 3 and set(train).isdisjoint(val)
+    assert sorted(train + val) == sorted(written)
+    assert (train, val) == ([p.name for p in again.train.pairs], [p.name for p in again.val.pairs])
+    assert isinstance(data.val, WholeImages)  # scored like test: whole images, no random patch
+    torch.manual_seed(0)
+    first = data.val[1]
+    torch.manual_seed(1)
+    assert all(torch.equal(a, b) for a, b in zip(first, data.val[1], strict=True))
+    lr, hr = data.val[0]
+    assert torch.equal(lr, torch.from_numpy(written[val[0]][1]).permute(2, 0, 1).float() / 255)
+    assert [p.name for p in data.test.pairs] == ["baby", "bird"]  # the test folder, unchanged
+    limited = load_superres_data({**cfg, "val_limit": 1, "train_limit": 2})
+    assert [p.name for p in limited.val.pairs] == val[:1]
+    assert [p.name for p in limited.train.pairs] == train[:2]
+    assert len(load_superres_data({**cfg, "val_fraction": 0.1}).val) == 1
+    assert len(load_superres_data({k: v for k, v in cfg.items() if k != "val_fraction"}).val) == 1
+    with pytest.raises(ConfigError) as info:
+        load_superres_data({**cfg, "val_fraction": 0.85})
+    assert info.value.key == "data.val_fraction" and "0.85 of 5" in info.value.message
+
+
+def test_folders_given_validation_folder(tmp_path) -> None:
+    train_keys, _ = _div2k(tmp_path)
+    val_keys, _ = _div2k(tmp_path / "valid", sizes=((30, 32),))
+    cfg = {"name": "folders", "patch": 8, **train_keys, **_set5(tmp_path),
+           "val_hr": val_keys["train_hr"], "val_lr": val_keys["train_lr"]}
+    data = load_superres_data(cfg)
+    assert [p.name for p in data.train.pairs] == ["0001", "0002", "0003"]  # nothing carved
+    assert [p.name for p in data.val.pairs] == ["0001"] and data.val[0][1].shape == (3, 30, 32)
+    cases = [({**cfg, "val_fraction": 0.2}, "data.val_fraction"),
+             ({**cfg, "val_hr": None}, "data.val_lr"),
+             ({**cfg, "val_hr": cfg["test_hr"], "val_lr": None}, "data.val_hr"),
+             ({**cfg, "val_hr": str(tmp_path / "none")}, "data.val_hr")]
+    for bad, key in cases:
+        with pytest.raises(ConfigError) as info:
+            load_superres_data(bad)
+        assert info.value.key == key
+
+
+def test_resolve_data_paths_resolves_exactly_the_declared_keys(tmp_path) -> None:
+    declared = ("train_hr", "train_lr", "val_hr", "val_lr", "test_hr", "test_lr")
+    assert data_path_keys("superres", {"name": "folders"}) == declared
+    assert data_path_keys("superres", None) == data_path_keys("superres", {"name": "zzz"}) == ()
+    cfg = {"name": "folders", **{k: f"data/{k}" for k in declared}, "root": "data/root",
+           "patch": 8, "scale": 2}
+    resolved = resolve_data_paths("superres", cfg, tmp_path)
+    assert resolved == {**cfg, **{k: str((tmp_path / "data" / k).resolve()) for k in declared}}
+    assert cfg["train_hr"] == "data/train_hr"  # a copy: the block itself is left alone
+    absolute = {"name": "folders", "train_hr": "/abs/hr", "test_hr": None, "val_lr": ""}
+    assert resolve_data_paths("superres", absolute, tmp_path) == absolute
+    assert resolve_data_paths("superres", cfg, None) == cfg
+    assert resolve_data_paths("superres", None, tmp_path) == {}
+    assert resolve_data_paths("superres", {}, tmp_path) == {}
+    photos = {"name": "photos", "train_hr": "x"}  # photos read no files: nothing is a path
+    assert resolve_data_paths("superres", photos, tmp_path) == photos
+    unknown = {"name": "div2k", "train_hr": "x"}  # left for the loader to refuse
+    assert resolve_data_paths("superres", unknown, tmp_path) == unknown
+    root = resolve_data_paths("classification", {"name": "cifar10", "root": "d"}, tmp_path)
+    assert root == {"name": "cifar10", "root": str(tmp_path / "d")}
+    assert resolve_data_paths("classification", {"root": "d"}, tmp_path) == {"root": "d"}
+    # the resolved block loads from another working directory
+    train_keys, _ = _div2k(tmp_path / "data")
+    relative = {"name": "folders", "patch": 8,
+                **{k: str(Path(v).relative_to(tmp_path)) for k, v in train_keys.items()},
+                "test_hr": str(Path(train_keys["train_hr"]).relative_to(tmp_path)),
+                "val_fraction": 0.5}
+    assert len(load_superres_data(resolve_data_paths("superres", relative, tmp_path)).val) == 2
 
 
 # ---------------------------------------------------------------- bad input
@@ -245,6 +332,10 @@ def test_unknown_name_lists_known() -> None:
     ({"pach": 24}, "data.pach"),
     ({"name": "folders", "train_hr": "x", "seed": 0}, "data.seed"),
     ({"name": "folders", "train_hr": "x", "test_hr": "y", "test_limit": 0}, "data.test_limit"),
+    ({"name": "folders", "train_hr": "x", "test_hr": "y", "val_limit": 0}, "data.val_limit"),
+    ({"name": "folders", "train_hr": "x", "test_hr": "y", "val_fraction": 1.0},
+     "data.val_fraction"),
+    ({"val_fraction": 0.1}, "data.val_fraction"),
     ("photos", "data"),
 ])
 def test_bad_values_name_the_key(cfg, bad_key: str) -> None:

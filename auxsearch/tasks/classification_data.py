@@ -5,79 +5,64 @@ Data contract: every data set yields ``(image, label)`` where ``image`` is a flo
 raw because InfoPro's reconstruction loss is a binary cross-entropy to the raw image; the model
 applies ``(x - mean) / std`` itself, with the ``mean``/``std`` carried by :class:`ImageData`.
 
-Known names (``DATASETS``): ``digits`` (the default, scikit-learn's bundled 8x8 digits, no files
-needed), ``cifar10``, ``cifar100`` (torchvision's on-disk pickle batches) and ``imagefolder``
-(``train/`` and ``val/`` or ``test/`` with one folder per class).
+Every data set has a train, a validation and a test split. Validation is carved from the
+training data (``val_fraction`` of it, stratified by class, fixed seed; see
+:func:`auxsearch.tasks.data.carve`) unless the data set ships one, and always uses the evaluation
+transform. ``train_limit`` / ``val_limit`` / ``test_limit`` keep the first items of a split.
+
+Known names (``DATASETS``):
+
+``digits`` (the default, no files needed)
+    scikit-learn's bundled 8x8 digits. ``test_fraction`` (0.25) of the 1797 images is the test
+    split, ``val_fraction`` (**0.2**) of the rest the validation split, both stratified and drawn
+    from ``seed`` (0). No augmentation (flips turn digits into other symbols). Keys: ``name``,
+    ``image_size`` (16), ``test_fraction``, ``val_fraction``, ``seed``.
+``cifar10``, ``cifar100``
+    torchvision's on-disk pickle batches under ``root``. Validation: ``val_fraction`` (**0.1**,
+    5000 images) of the 50 000 training images. Training augmentation (``augment``, default
+    true): pad-4 random crop and horizontal flip, as the ResNet paper trains CIFAR. Keys:
+    ``name``, ``root``, ``download`` (false), ``image_size`` (32), ``augment``, ``val_fraction``,
+    ``train_limit``, ``val_limit``, ``test_limit``.
+``imagefolder``
+    ``root`` holds ``train/`` and ``val/`` and/or ``test/``, each with one folder per class. With
+    all three, ``val/`` is the validation and ``test/`` the test split; with only one of them,
+    that folder is the test split and validation is ``val_fraction`` (**0.1**) of ``train/``.
+    Training augmentation (``augment``, default true): random resized crop and horizontal flip;
+    evaluation: resize and centre crop. Keys: ``name``, ``root``, ``image_size`` (64),
+    ``in_chans`` (3), ``mean``, ``std``, ``augment``, ``val_fraction``, the three limits.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch.utils.data import Dataset, Subset, TensorDataset
+from torch.utils.data import TensorDataset
 from torchvision import datasets, transforms
 
-from auxsearch.errors import ConfigError, known
+from auxsearch.errors import ConfigError
+from auxsearch.tasks.data import (
+    DataSource,
+    ImageData,
+    Loader,
+    bool_option,
+    carve,
+    check_keys,
+    float_list,
+    fraction_option,
+    given_val,
+    int_option,
+    limited,
+    pick_dataset,
+    root_path,
+    split_off,
+    with_transform,
+)
 
-
-@dataclass(frozen=True)
-class ImageData:
-    """A train/test pair of image data sets and what a model needs to know about them."""
-
-    train: Dataset
-    test: Dataset
-    in_chans: int
-    num_classes: int
-    image_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    collate: Callable | None = None  # DataLoader collate_fn (detection: images stacked, targets a list)
-    scale: int = 1  # super-resolution: high-resolution side / low-resolution side
-    eval_batch_size: int | None = None  # set when test items differ in size (whole SR images: 1)
-
-
-# ---------------------------------------------------------------- config checks
-
-
-def _check_keys(cfg: Mapping, allowed: set[str], key: str) -> None:
-    for name in cfg:
-        if name not in allowed:
-            dataset = cfg.get("name", "digits")
-            raise ConfigError(f"{key}.{name}", f"unknown key for data set {dataset!r}; "
-                              f"allowed: {known(allowed)}")
-
-
-def _int(cfg: Mapping, name: str, default: int | None, key: str, minimum: int = 1) -> int | None:
-    value = cfg.get(name, default)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{key}.{name}", f"must be an integer >= {minimum}, got {value!r}")
-    return value
-
-
-def _root(cfg: Mapping, key: str) -> Path:
-    value = cfg.get("root")
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ConfigError(f"{key}.root", f"required: a folder path, got {value!r}")
-    return Path(value)
-
-
-def _floats(cfg: Mapping, name: str, default: tuple[float, ...], key: str,
-            positive: bool = False) -> tuple[float, ...]:
-    value = cfg.get(name, default)
-    ok = isinstance(value, (list, tuple)) and len(value) == len(default) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) and (v > 0 or not positive)
-        for v in value)
-    if not ok:
-        raise ConfigError(f"{key}.{name}", f"must be a list of {len(default)} "
-                          f"{'positive ' if positive else ''}numbers, got {value!r}")
-    return tuple(float(v) for v in value)
-
+DEFAULT = "digits"
+LIMITS = {"train_limit", "val_limit", "test_limit"}
 
 # ---------------------------------------------------------------- digits
 
@@ -86,12 +71,11 @@ def _load_digits(cfg: Mapping, key: str) -> ImageData:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    _check_keys(cfg, {"name", "image_size", "test_fraction", "seed"}, key)
-    size = _int(cfg, "image_size", 16, key, minimum=8)
-    seed = _int(cfg, "seed", 0, key, minimum=0)
-    fraction = cfg.get("test_fraction", 0.25)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction < 1:
-        raise ConfigError(f"{key}.test_fraction", f"must be a number in (0, 1), got {fraction!r}")
+    check_keys(cfg, {"name", "image_size", "test_fraction", "val_fraction", "seed"}, key)
+    size = int_option(cfg, "image_size", 16, key, minimum=8)
+    seed = int_option(cfg, "seed", 0, key, minimum=0)
+    fraction = fraction_option(cfg, "test_fraction", 0.25, key)
+    val_fraction = fraction_option(cfg, "val_fraction", 0.2, key)
 
     bunch = load_digits()
     images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0  # N x 1 x 8 x 8
@@ -100,14 +84,17 @@ def _load_digits(cfg: Mapping, key: str) -> ImageData:
             images, size=(size, size), mode="bilinear", align_corners=False).clamp_(0.0, 1.0)
     labels = torch.tensor(bunch.target, dtype=torch.long)
     train_idx, test_idx = train_test_split(
-        range(len(labels)), test_size=float(fraction), random_state=seed, stratify=bunch.target)
+        range(len(labels)), test_size=fraction, random_state=seed, stratify=bunch.target)
     train_idx, test_idx = torch.tensor(train_idx), torch.tensor(test_idx)
-    train_images = images[train_idx]
+    keep, val = split_off(len(train_idx), val_fraction, seed, key, labels[train_idx].tolist())
+    fit_idx, val_idx = train_idx[keep], train_idx[val]
+    fit_images = images[fit_idx]
     return ImageData(
-        train=TensorDataset(train_images, labels[train_idx]),
+        train=TensorDataset(fit_images, labels[fit_idx]),
+        val=TensorDataset(images[val_idx], labels[val_idx]),
         test=TensorDataset(images[test_idx], labels[test_idx]),
         in_chans=1, num_classes=10, image_size=size,
-        mean=(train_images.mean().item(),), std=(train_images.std().item(),))
+        mean=(fit_images.mean().item(),), std=(fit_images.std().item(),))
 
 
 # ---------------------------------------------------------------- CIFAR
@@ -145,36 +132,42 @@ _CIFAR_STATS = {
 }
 
 
-def _limit(data: Dataset, limit: int | None) -> Dataset:
-    return data if limit is None or limit >= len(data) else Subset(data, range(limit))
+def cifar_transforms(size: int, augment: bool) -> tuple[transforms.Compose, transforms.Compose]:
+    """``(train, eval)`` transforms: pad-4 random crop + horizontal flip for training when
+    ``augment`` (He et al. 2016), nothing but the resize for evaluation."""
+    steps = [] if size == 32 else [transforms.Resize((size, size))]
+    evaluate = transforms.Compose([*steps, transforms.ToTensor()])
+    if not augment:
+        return evaluate, evaluate
+    return transforms.Compose([*steps, transforms.RandomCrop(size, padding=4),
+                               transforms.RandomHorizontalFlip(), transforms.ToTensor()]), evaluate
 
 
-def _load_cifar(name: str, cls: type, num_classes: int) -> Callable[[Mapping, str], ImageData]:
+def _load_cifar(name: str, cls: type, num_classes: int) -> Loader:
     def load(cfg: Mapping, key: str) -> ImageData:
-        _check_keys(cfg, {"name", "root", "download", "image_size", "train_limit", "test_limit"},
-                    key)
-        root = _root(cfg, key)
-        download = cfg.get("download", False)
-        if not isinstance(download, bool):
-            raise ConfigError(f"{key}.download", f"must be true or false, got {download!r}")
-        size = _int(cfg, "image_size", 32, key)
-        steps = [] if size == 32 else [transforms.Resize((size, size))]
-        transform = transforms.Compose([*steps, transforms.ToTensor()])
-        limits = {split: _int(cfg, f"{split}_limit", None, key) for split in ("train", "test")}
+        check_keys(cfg, {"name", "root", "download", "image_size", "augment", "val_fraction",
+                         *LIMITS}, key)
+        root = root_path(cfg, key)
+        download = bool_option(cfg, "download", False, key)
+        size = int_option(cfg, "image_size", 32, key)
+        train_tf, eval_tf = cifar_transforms(size, bool_option(cfg, "augment", True, key))
+        for split in ("train", "val", "test"):
+            int_option(cfg, f"{split}_limit", None, key)
+        fraction_option(cfg, "val_fraction", 0.1, key)
         try:
-            splits = {s: cls(str(root), train=s == "train", transform=transform,
-                             download=download) for s in ("train", "test")}
+            train, test = (cls(str(root), train=s, transform=eval_tf, download=download)
+                           for s in (True, False))
         except RuntimeError:  # raised by torchvision when _check_integrity fails
             raise ConfigError(f"{key}.root", f"{name} batch files in {root}/{cls.base_folder} "
                               "not found; set download: true or point root at the extracted "
                               f"{cls.base_folder} parent folder") from None
         except OSError as err:  # a failed download or an unreadable file
             raise ConfigError(f"{key}.root", f"could not read {name} from {root}: {err}") from None
+        fit, val = carve(with_transform(train, train_tf), train, cfg, key, 0.1,
+                         labels=train.targets)
         mean, std = _CIFAR_STATS[name]
-        return ImageData(
-            train=_limit(splits["train"], limits["train"]),
-            test=_limit(splits["test"], limits["test"]),
-            in_chans=3, num_classes=num_classes, image_size=size, mean=mean, std=std)
+        return ImageData(train=fit, val=val, test=limited(cfg, key, "test", test), in_chans=3,
+                         num_classes=num_classes, image_size=size, mean=mean, std=std)
 
     return load
 
@@ -182,60 +175,71 @@ def _load_cifar(name: str, cls: type, num_classes: int) -> Callable[[Mapping, st
 # ---------------------------------------------------------------- image folder
 
 
+def imagefolder_transforms(size: int, chans: int, augment: bool
+                           ) -> tuple[transforms.Compose, transforms.Compose]:
+    """``(train, eval)`` transforms: random resized crop + horizontal flip for training when
+    ``augment`` (the ImageNet recipe), resize + centre crop for evaluation."""
+    grey = [transforms.Grayscale(num_output_channels=1)] if chans == 1 else []
+    evaluate = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), *grey,
+                                   transforms.ToTensor()])
+    if not augment:
+        return evaluate, evaluate
+    return transforms.Compose([transforms.RandomResizedCrop(size),
+                               transforms.RandomHorizontalFlip(), *grey,
+                               transforms.ToTensor()]), evaluate
+
+
+def _folder(path: Path, transform, key: str, classes: list[str] | None = None):
+    try:
+        found = datasets.ImageFolder(str(path), transform=transform)
+    except (FileNotFoundError, RuntimeError) as err:
+        raise ConfigError(f"{key}.root", f"cannot read images under {path}: {err}") from None
+    if classes is not None and found.classes != classes:
+        raise ConfigError(f"{key}.root", f"class folders differ: train/ has {classes}, "
+                          f"{path.name}/ has {found.classes}")
+    return found
+
+
 def _load_imagefolder(cfg: Mapping, key: str) -> ImageData:
-    _check_keys(cfg, {"name", "root", "image_size", "in_chans", "mean", "std"}, key)
-    root = _root(cfg, key)
-    size = _int(cfg, "image_size", 64, key)
+    check_keys(cfg, {"name", "root", "image_size", "in_chans", "mean", "std", "augment",
+                     "val_fraction", *LIMITS}, key)
+    root = root_path(cfg, key)
+    size = int_option(cfg, "image_size", 64, key)
     chans = cfg.get("in_chans", 3)
     if chans not in (1, 3) or isinstance(chans, bool):
         raise ConfigError(f"{key}.in_chans", f"must be 1 or 3, got {chans!r}")
-    mean = _floats(cfg, "mean", (0.5,) * chans, key)
-    std = _floats(cfg, "std", (0.25,) * chans, key, positive=True)
-    test_dir = next((root / d for d in ("val", "test") if (root / d).is_dir()), None)
-    if not (root / "train").is_dir() or test_dir is None:
+    mean = float_list(cfg, "mean", (0.5,) * chans, key)
+    std = float_list(cfg, "std", (0.25,) * chans, key, positive=True)
+    train_tf, eval_tf = imagefolder_transforms(size, chans, bool_option(cfg, "augment", True, key))
+    fraction_option(cfg, "val_fraction", 0.1, key)  # checked before any file is looked at
+    for split in ("train", "val", "test"):
+        int_option(cfg, f"{split}_limit", None, key)
+    found = {d for d in ("train", "val", "test") if (root / d).is_dir()}
+    if "train" not in found or found == {"train"}:
         raise ConfigError(f"{key}.root", f"{root} must hold a train/ folder and a val/ (or test/) "
                           "folder, each with one sub-folder of images per class")
-    steps = [transforms.Resize(size), transforms.CenterCrop(size)]
-    if chans == 1:
-        steps.append(transforms.Grayscale(num_output_channels=1))
-    transform = transforms.Compose([*steps, transforms.ToTensor()])
-    try:
-        train = datasets.ImageFolder(str(root / "train"), transform=transform)
-        test = datasets.ImageFolder(str(test_dir), transform=transform)
-    except (FileNotFoundError, RuntimeError) as err:
-        raise ConfigError(f"{key}.root", f"cannot read images under {root}: {err}") from None
-    if test.classes != train.classes:
-        raise ConfigError(f"{key}.root", f"class folders differ: train/ has {train.classes}, "
-                          f"{test_dir.name}/ has {test.classes}")
-    return ImageData(train=train, test=test, in_chans=chans, num_classes=len(train.classes),
-                     image_size=size, mean=mean, std=std)
+    train = _folder(root / "train", eval_tf, key)
+    test = _folder(root / ("test" if "test" in found else "val"), eval_tf, key, train.classes)
+    if found == {"train", "val", "test"}:
+        given_val(cfg, key, f"the folder {root / 'val'}")
+        fit = limited(cfg, key, "train", with_transform(train, train_tf))
+        val = limited(cfg, key, "val", _folder(root / "val", eval_tf, key, train.classes))
+    else:
+        fit, val = carve(with_transform(train, train_tf), train, cfg, key, 0.1,
+                         labels=train.targets)
+    return ImageData(train=fit, val=val, test=limited(cfg, key, "test", test), in_chans=chans,
+                     num_classes=len(train.classes), image_size=size, mean=mean, std=std)
 
 
 # ---------------------------------------------------------------- registry
 
 
-DATASETS: dict[str, Callable[[Mapping, str], ImageData]] = {
-    "digits": _load_digits,
-    "cifar10": _load_cifar("cifar10", _CIFAR10, 10),
-    "cifar100": _load_cifar("cifar100", _CIFAR100, 100),
-    "imagefolder": _load_imagefolder,
+DATASETS: dict[str, DataSource] = {
+    "digits": DataSource(_load_digits),
+    "cifar10": DataSource(_load_cifar("cifar10", _CIFAR10, 10), path_keys=("root",)),
+    "cifar100": DataSource(_load_cifar("cifar100", _CIFAR100, 100), path_keys=("root",)),
+    "imagefolder": DataSource(_load_imagefolder, path_keys=("root",)),
 }
-
-
-def pick_dataset(registry: Mapping[str, Callable[[Mapping, str], ImageData]], cfg: Mapping | None,
-                 key: str, default: str, what: str = "") -> ImageData:
-    """Call the loader of ``registry`` that ``cfg['name']`` (default ``default``) names.
-
-    Every task's data module dispatches through here, so a missing or unknown name reads the
-    same everywhere; the name is passed on so key checks can say which data set they mean.
-    """
-    cfg = {} if cfg is None else cfg
-    if not isinstance(cfg, Mapping):
-        raise ConfigError(key, f"must be a mapping with a 'name' key, got {cfg!r}")
-    name = cfg.get("name", default)
-    if not isinstance(name, str) or name not in registry:
-        raise ConfigError(f"{key}.name", f"unknown {what}data set {name!r}; known: {known(registry)}")
-    return registry[name]({"name": name, **cfg}, key)
 
 
 def load_image_data(cfg: Mapping | None, key: str = "data") -> ImageData:
@@ -244,4 +248,4 @@ def load_image_data(cfg: Mapping | None, key: str = "data") -> ImageData:
     ``name`` defaults to ``digits``; every mistake is a :class:`ConfigError` whose key is a dotted
     path below ``key``.
     """
-    return pick_dataset(DATASETS, cfg, key, "digits")
+    return pick_dataset(DATASETS, cfg, key, DEFAULT)

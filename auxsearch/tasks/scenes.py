@@ -19,16 +19,20 @@ in those pixel-edge units, the box of the object's *full* shape clipped to the i
 visible pixel of an object lies inside its box.
 
 Scene ``i`` of ``make_scenes(n, seed=s, stream=t)`` depends only on ``(s, t, i)``: a longer run
-starts with the same scenes, and streams 0 and 1 (train and test) never share one.
+starts with the same scenes, and streams 0, 1 and 2 (train, test and validation, see
+:func:`scene_splits`) never share one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import lru_cache
 
 import numpy as np
 from skimage import data as skdata
 from skimage import draw
+
+from auxsearch.tasks.data import check_keys, int_option
 
 CLASSES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
 
@@ -213,3 +217,24 @@ def make_scenes(n: int, image_size: int = 64, seed: int = 0, max_objects: int = 
         if owners is not None:
             owners[i] = owner
     return (images, targets, masks, owners) if instances else (images, targets, masks)
+
+
+SCENE_KEYS = {"name", "image_size", "num_train", "num_val", "num_test", "max_objects", "seed"}
+STREAMS = {"train": 0, "test": 1, "val": 2}  # train and test streams predate val: kept as they were
+NUM_SCENES = {"train": 1024, "val": 256, "test": 256}
+
+
+def scene_splits(cfg: Mapping, key: str) -> tuple[tuple, tuple, tuple, int]:
+    """Check the ``scenes`` keys of a ``data`` block and draw the three splits: the
+    :func:`make_scenes` results of train (stream 0), validation (stream 2) and test (stream 1),
+    then the image size. Validation scenes are drawn from their own stream of the same seeded
+    generator, so adding them changed no train or test scene. Shared by the detection and
+    segmentation loaders."""
+    check_keys(cfg, SCENE_KEYS, key)
+    size = int_option(cfg, "image_size", 64, key, minimum=16)
+    counts = {s: int_option(cfg, f"num_{s}", d, key) for s, d in NUM_SCENES.items()}
+    max_objects = int_option(cfg, "max_objects", 4, key)
+    seed = int_option(cfg, "seed", 0, key, minimum=0)
+    train, val, test = (make_scenes(counts[split], size, seed=seed, max_objects=max_objects,
+                                    stream=STREAMS[split]) for split in ("train", "val", "test"))
+    return train, val, test, size

@@ -11,93 +11,60 @@ Known names (``DATASETS``):
 
 ``scenes`` (the default)
     The synthetic scenes of :mod:`auxsearch.tasks.scenes` with their class masks, same keys as
-    for detection (``image_size`` 64, ``num_train`` 1024, ``num_test`` 256, ``max_objects`` 4,
-    ``seed`` 0), so a seed gives the same pictures for both tasks. ``num_classes`` is 1 + the
+    for detection (``image_size`` 64, ``num_train`` 1024, ``num_val`` 256, ``num_test`` 256,
+    ``max_objects`` 4, ``seed`` 0; validation scenes from their own stream of the generator), so
+    a seed gives the same pictures for both tasks. ``num_classes`` is 1 + the
     number of shape classes; there are no ignored pixels.
 ``voc``
-    Pascal VOC segmentation as unpacked from the official tar: ``root`` holds
-    ``VOCdevkit/VOC<year>/`` with ``JPEGImages/``, ``SegmentationClass/`` (palette PNGs whose
-    indices are the class ids, 255 on object borders and unlabelled parts) and
-    ``ImageSets/Segmentation/<image_set>.txt``. Keys: ``root``, ``year`` ("2012"),
-    ``image_set_train`` ("train"), ``image_set_test`` ("val"), ``image_size`` (128),
-    ``train_limit``, ``test_limit``. 21 classes (background + the 20 of ``VOC_CLASSES``),
-    ImageNet ``mean``/``std``.
+    Pascal VOC segmentation (:mod:`auxsearch.tasks.voc`, which describes the keys and the
+    validation split: ``val_fraction`` **0.1** of ``image_set_train`` unless ``image_set_val``
+    is given): ``JPEGImages/``, ``SegmentationClass/`` (palette PNGs whose indices are the class
+    ids, 255 on object borders and unlabelled parts) and ``ImageSets/Segmentation/``. 21 classes
+    (background + the 20 of ``VOC_CLASSES``), ImageNet ``mean``/``std``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import TensorDataset
-from torchvision import datasets
 
-from auxsearch.tasks.classification_data import ImageData, _check_keys, _int, _limit, pick_dataset
-from auxsearch.tasks.detection_data import (
+from auxsearch.tasks.data import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    VOC_CLASSES,
-    Converted,
+    DataSource,
+    ImageData,
     channel_stats,
-    resize_image,
-    scene_splits,
-    voc_folder,
-    voc_image_sets,
-    voc_year,
+    pick_dataset,
 )
 from auxsearch.tasks.scenes import CLASSES as SCENE_CLASSES
+from auxsearch.tasks.scenes import scene_splits
+from auxsearch.tasks.voc import VOC_CLASSES, VOCMask, voc_splits
 
+DEFAULT = "scenes"
 IGNORE = 255  # mask value of pixels that carry no class (VOC's object borders)
 
 
 def _load_scenes(cfg: Mapping, key: str) -> ImageData:
-    (train_images, _, train_masks), (test_images, _, test_masks), size = scene_splits(cfg, key)
-    mean, std = channel_stats(train_images)
-    return ImageData(
-        train=TensorDataset(torch.from_numpy(train_images), torch.from_numpy(train_masks)),
-        test=TensorDataset(torch.from_numpy(test_images), torch.from_numpy(test_masks)),
-        in_chans=3, num_classes=1 + len(SCENE_CLASSES), image_size=size, mean=mean, std=std)
-
-
-class VOCMask:
-    """An image and its palette mask to the contract: bilinear image, nearest-neighbour mask."""
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-
-    def __call__(self, image: Image.Image, mask: Image.Image) -> tuple[torch.Tensor,
-                                                                         torch.Tensor]:
-        if mask.mode not in ("P", "L"):  # an RGB rendering of the palette holds no class ids
-            mask.close()
-            raise ValueError(f"segmentation mask {getattr(mask, 'filename', '')!r} has mode "
-                             f"{mask.mode!r}; VOC masks are palette ('P') PNGs of class ids")
-        mask = mask.resize((self.size, self.size), Image.Resampling.NEAREST)
-        return resize_image(image, self.size), torch.from_numpy(np.asarray(mask, np.int64))
+    train, val, test, size = scene_splits(cfg, key)
+    mean, std = channel_stats(train[0])
+    train, val, test = (TensorDataset(torch.from_numpy(images), torch.from_numpy(masks))
+                        for images, _, masks in (train, val, test))
+    return ImageData(train=train, val=val, test=test, in_chans=3,
+                     num_classes=1 + len(SCENE_CLASSES), image_size=size, mean=mean, std=std)
 
 
 def _load_voc(cfg: Mapping, key: str) -> ImageData:
-    _check_keys(cfg, {"name", "root", "year", "image_set_train", "image_set_test", "image_size",
-                      "train_limit", "test_limit"}, key)
-    year = voc_year(cfg, key)
-    size = _int(cfg, "image_size", 128, key, minimum=16)
-    limits = {split: _int(cfg, f"{split}_limit", None, key) for split in ("train", "test")}
-    folder = voc_folder(cfg, key, year, ("JPEGImages", "SegmentationClass",
-                                         "ImageSets/Segmentation"))
-    sets = voc_image_sets(cfg, key, folder, "Segmentation")
-    convert = VOCMask(size)
-    splits = {split: _limit(Converted(datasets.VOCSegmentation(
-        str(folder.parent.parent), year=year, image_set=sets[split]), convert), limits[split])
-        for split in ("train", "test")}
-    return ImageData(train=splits["train"], test=splits["test"], in_chans=3,
+    train, val, test, size = voc_splits(cfg, key, True, VOCMask)
+    return ImageData(train=train, val=val, test=test, in_chans=3,
                      num_classes=1 + len(VOC_CLASSES), image_size=size, mean=IMAGENET_MEAN,
                      std=IMAGENET_STD)
 
 
-DATASETS: dict[str, Callable[[Mapping, str], ImageData]] = {
-    "scenes": _load_scenes,
-    "voc": _load_voc,
+DATASETS: dict[str, DataSource] = {
+    "scenes": DataSource(_load_scenes),
+    "voc": DataSource(_load_voc, path_keys=("root",)),
 }
 
 
@@ -107,4 +74,4 @@ def load_segmentation_data(cfg: Mapping | None, key: str = "data") -> ImageData:
     ``name`` defaults to ``scenes``; every mistake is a :class:`ConfigError` whose key is a dotted
     path below ``key``.
     """
-    return pick_dataset(DATASETS, cfg, key, "scenes", "segmentation ")
+    return pick_dataset(DATASETS, cfg, key, DEFAULT, "segmentation ")

@@ -9,45 +9,41 @@ for classification, the model applies ``(x - mean) / std`` itself. ``std`` is ``
 prediction is again an image in ``[0, 1]``. :class:`ImageData` carries ``num_classes=1``,
 ``scale`` and ``image_size`` = the *LR training patch* side.
 
-Training items are random aligned patch pairs (LR side ``patch``, HR side ``patch * scale``) from
-an image drawn uniformly, flipped / rotated by one of the 8 symmetries of the square, as EDSR
-trains. Every draw uses torch's global RNG inside ``__getitem__``, so the DataLoader's seeding
-(``torch.manual_seed`` plus its per-worker seeds) controls it, and an "epoch" is a fixed
-``patches_per_epoch`` items whatever the image count. Test items are deterministic.
-
-LR images that are not read from disk are made by :func:`bicubic_downscale`: torch's
-``F.interpolate(mode="bicubic", antialias=True)`` to exactly ``(H / s, W / s)``, then rounded to
-8-bit levels as a stored PNG would be. With ``antialias=True`` torch widens the Keys cubic
-(a = -0.5) by the scale factor, as MATLAB's ``imresize`` (which made the official DIV2K and
-benchmark LR files) does; border handling and rounding differ, so it matches those files only
-approximately. Against PIL's ``BICUBIC`` resize it differs by at most a few 8-bit levels (mean
-about 0.1 level on ``astronaut``); the MATLAB difference was not measured here.
+Training items are random aligned patch pairs, validation and test items fixed crops or whole
+images (:mod:`auxsearch.tasks.sr_items`, which also says how LR images are made). Validation and
+test items are deterministic and scored alike, never random patches; the validation images are
+whole training-side images kept out of the training patches.
 
 Known names (``DATASETS``):
 
 ``photos`` (the default, no files needed)
     scikit-image's bundled colour photographs, split by whole image, always the same way:
-    train = ``astronaut``, ``rocket``, ``motorcycle_left``, ``motorcycle_right`` (the two views of
-    ``skimage.data.stereo_motorcycle``); test = ``chelsea``, ``coffee``. HR images are cropped at
-    the bottom/right to a multiple of ``scale``. Test items are ``test_crops`` fixed LR crops of
-    side ``test_patch`` per test image (positions drawn once from ``seed``), so test batches
-    stack with the default collate. Keys: ``name``, ``scale`` (2, 3 or 4; default 2), ``patch``
-    (24), ``patches_per_epoch`` (512), ``test_crops`` (8), ``test_patch`` (48), ``seed`` (0).
+    train = ``astronaut``, ``motorcycle_left``, ``motorcycle_right`` (the two views of
+    ``skimage.data.stereo_motorcycle``, kept together so validation shares no scene with
+    training); validation = ``rocket`` (a fixed image-level split: no ``val_fraction``); test =
+    ``chelsea``, ``coffee``. HR images are cropped at the bottom/right to a multiple of ``scale``.
+    Validation and test items are ``test_crops`` fixed LR crops of side ``test_patch`` per image
+    (positions drawn once from ``seed``), so their batches stack with the default collate.
+    Keys: ``name``, ``scale`` (2, 3 or 4; default 2), ``patch`` (24), ``patches_per_epoch``
+    (512), ``test_crops`` (8), ``test_patch`` (48), ``seed`` (0).
 
 ``folders`` (real data on disk)
     ``train_hr`` / ``test_hr``: folders of HR images; ``train_lr`` / ``test_lr`` (optional):
-    folders of their LR versions, else LR is made by :func:`bicubic_downscale`. Both the DIV2K
-    layout (``DIV2K_train_HR/0001.png`` with ``DIV2K_train_LR_bicubic/X2/0001x2.png``) and the
+    folders of their LR versions, else LR is made by
+    :func:`~auxsearch.tasks.sr_items.bicubic_downscale`. Validation: ``val_hr`` (and optional
+    ``val_lr``) if given, else ``val_fraction`` (**0.1**, at least one image) of the training
+    images, whole images drawn with a fixed seed before any limit. Both the DIV2K layout
+    (``DIV2K_train_HR/0001.png`` with ``DIV2K_train_LR_bicubic/X2/0001x2.png``) and the
     benchmark layout of Set5 / Set14 / B100 / Urban100 (``HR/baby.png`` with
     ``LR_bicubic/X2/babyx2.png``) work: an HR file pairs with the LR file of stem
     ``<stem>x<scale>``, or else of the same stem; LR files without an HR partner are ignored.
     Each LR must be exactly the HR (cropped to a multiple of ``scale``) divided by ``scale``.
-    ``train_limit`` / ``test_limit`` keep the first images in name order. Keys: ``name``,
-    ``train_hr``, ``train_lr``, ``test_hr``, ``test_lr``, ``scale``, ``patch``,
-    ``patches_per_epoch``, ``train_limit``, ``test_limit``. No ``seed``: nothing in it is random
-    beyond the training draws, which the DataLoader's seed controls.
+    ``train_limit`` / ``val_limit`` / ``test_limit`` keep the first images in name order. Keys:
+    ``name``, the six folders, ``scale``, ``patch``, ``patches_per_epoch``, ``val_fraction``,
+    the three limits. No ``seed``: nothing in it is random beyond the training draws, which the
+    DataLoader's seed controls.
 
-    **Test items are whole images of varying sizes: evaluate ``folders`` with batch size 1.**
+    **Validation and test items are whole images of varying sizes: evaluate with batch size 1.**
     ``ImageData.eval_batch_size`` is set to 1 for this reason, and ``ImageData.collate`` is a
     :class:`SameSizeCollate` that stacks as usual but raises a :class:`ConfigError` naming the
     problem if a batch still mixes image sizes. All images are decoded once, at load time, and
@@ -58,154 +54,44 @@ from __future__ import annotations
 
 import functools
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
 from auxsearch.errors import ConfigError
-from auxsearch.tasks.classification_data import ImageData, _check_keys, _int, pick_dataset
+from auxsearch.tasks.data import (
+    SPLITS,
+    DataSource,
+    ImageData,
+    check_keys,
+    fraction_option,
+    given_val,
+    int_option,
+    pick_dataset,
+    root_path,
+    split_off,
+)
+from auxsearch.tasks.sr_items import (
+    FixedCrops,
+    Pair,
+    SameSizeCollate,
+    TrainPatches,
+    WholeImages,
+    make_pair,
+)
 
-PHOTOS_TRAIN = ("astronaut", "rocket", "motorcycle_left", "motorcycle_right")
+DEFAULT = "photos"
+PHOTOS_TRAIN = ("astronaut", "motorcycle_left", "motorcycle_right")
+PHOTOS_VAL = ("rocket",)
 PHOTOS_TEST = ("chelsea", "coffee")
+FOLDER_KEYS = ("train_hr", "train_lr", "val_hr", "val_lr", "test_hr", "test_lr")
+VAL_FRACTION = 0.1  # folders: the share of training images kept for validation
 _SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".ppm", ".webp"}
-
-
-class Pair(NamedTuple):
-    """One image at both resolutions, uint8 ``3 x H x W`` (HR already a multiple of scale)."""
-
-    name: str
-    lr: Tensor
-    hr: Tensor
-
-
-# ---------------------------------------------------------------- resampling
-
-
-def bicubic_downscale(hr: Tensor, scale: int) -> Tensor:
-    """LR version of float ``hr`` (``[B x] 3 x H x W`` in ``[0, 1]``, H and W multiples of
-    ``scale``): antialiased bicubic to ``H/scale x W/scale``, rounded to 8-bit levels."""
-    batch = hr if hr.dim() == 4 else hr.unsqueeze(0)
-    size = (batch.shape[-2] // scale, batch.shape[-1] // scale)
-    lr = F.interpolate(batch.float(), size=size, mode="bicubic", antialias=True,
-                       align_corners=False)
-    lr = lr.clamp(0.0, 1.0).mul(255.0).round().div(255.0)
-    return lr if hr.dim() == 4 else lr.squeeze(0)
-
-
-def _to_float(image: Tensor) -> Tensor:
-    return image.float().div_(255.0)
-
-
-def _to_uint8(image: Tensor) -> Tensor:
-    return image.mul(255.0).round().to(torch.uint8)
-
-
-def _crop_to_multiple(hr: Tensor, scale: int) -> Tensor:
-    height, width = hr.shape[-2:]
-    return hr[:, : height - height % scale, : width - width % scale]
-
-
-def _make_pair(name: str, hr: Tensor, scale: int, lr: Tensor | None = None) -> Pair:
-    hr = _crop_to_multiple(hr, scale)
-    if lr is None:
-        lr = _to_uint8(bicubic_downscale(_to_float(hr), scale))
-    return Pair(name, lr.contiguous(), hr.contiguous())
-
-
-# ---------------------------------------------------------------- data sets
-
-
-def _dihedral(image: Tensor, code: int) -> Tensor:
-    """One of the 8 symmetries of the square: bit 0 flips x, bit 1 flips y, bit 2 transposes."""
-    if code & 1:
-        image = image.flip(-1)
-    if code & 2:
-        image = image.flip(-2)
-    if code & 4:
-        image = image.transpose(-1, -2)
-    return image.contiguous()
-
-
-def _draw(high: int) -> int:
-    return int(torch.randint(high, ()))
-
-
-class TrainPatches(Dataset):
-    """``length`` random aligned (LR, HR) patches; the index only bounds the epoch."""
-
-    def __init__(self, pairs: Sequence[Pair], scale: int, patch: int, length: int) -> None:
-        self.pairs, self.scale, self.patch, self.length = list(pairs), scale, patch, length
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)  # ends plain iteration, which would otherwise never stop
-        pair = self.pairs[_draw(len(self.pairs))]
-        p, s = self.patch, self.scale
-        y, x = _draw(pair.lr.shape[-2] - p + 1), _draw(pair.lr.shape[-1] - p + 1)
-        lr = pair.lr[:, y:y + p, x:x + p]
-        hr = pair.hr[:, y * s:(y + p) * s, x * s:(x + p) * s]
-        code = _draw(8)
-        return _dihedral(_to_float(lr), code), _dihedral(_to_float(hr), code)
-
-
-class FixedCrops(Dataset):
-    """Fixed aligned crops ``(image index, y, x)`` of LR side ``size``: batches stack."""
-
-    def __init__(self, pairs: Sequence[Pair], crops: Sequence[tuple[int, int, int]],
-                 scale: int, size: int) -> None:
-        self.pairs, self.crops, self.scale, self.size = list(pairs), list(crops), scale, size
-
-    def __len__(self) -> int:
-        return len(self.crops)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        i, y, x = self.crops[index]
-        t, s = self.size, self.scale
-        pair = self.pairs[i]
-        lr = pair.lr[:, y:y + t, x:x + t]
-        hr = pair.hr[:, y * s:(y + t) * s, x * s:(x + t) * s]
-        return _to_float(lr), _to_float(hr)
-
-
-class WholeImages(Dataset):
-    """Every pair whole: sizes vary, so evaluate with batch size 1."""
-
-    def __init__(self, pairs: Sequence[Pair]) -> None:
-        self.pairs = list(pairs)
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        pair = self.pairs[index]
-        return _to_float(pair.lr), _to_float(pair.hr)
-
-
-class SameSizeCollate:
-    """DataLoader ``collate_fn`` for whole test images: the default stacking, but a clear
-    error instead of torch's shape message when a batch mixes image sizes. A class rather than
-    a closure so that DataLoader workers started by ``spawn`` can pickle it."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-
-    def __call__(self, batch: list[tuple[Tensor, Tensor]]) -> tuple[Tensor, Tensor]:
-        sizes = sorted({tuple(hr.shape[-2:]) for _, hr in batch})
-        if len(sizes) > 1:
-            raise ConfigError(self.key, f"a batch of {len(batch)} test images mixes HR sizes "
-                              f"{sizes[:3]}...; whole-image super-resolution test sets must be "
-                              "evaluated with batch size 1")
-        return default_collate(batch)
 
 
 # ---------------------------------------------------------------- checks shared by loaders
@@ -233,12 +119,13 @@ def _mean(pairs: Sequence[Pair]) -> tuple[float, ...]:
     return tuple(float(v) / (255.0 * count) for v in total)
 
 
-def _data(train: TrainPatches, test: Dataset, pairs: Sequence[Pair], scale: int,
+def _data(train: TrainPatches, val: Dataset, test: Dataset, scale: int,
           whole_images_key: str | None = None) -> ImageData:
-    """``whole_images_key``: test items are whole images of varying size (batch size 1)."""
+    """``whole_images_key``: val/test items are whole images of varying size (batch size 1)."""
     whole_images = whole_images_key is not None
-    return ImageData(train=train, test=test, in_chans=3, num_classes=1, image_size=train.patch,
-                     mean=_mean(pairs), std=(1.0, 1.0, 1.0), scale=scale,
+    return ImageData(train=train, val=val, test=test, in_chans=3, num_classes=1,
+                     image_size=train.patch, mean=_mean(train.pairs), std=(1.0, 1.0, 1.0),
+                     scale=scale,
                      collate=SameSizeCollate(whole_images_key) if whole_images else None,
                      eval_batch_size=1 if whole_images else None)
 
@@ -281,33 +168,30 @@ def _crop_positions(pairs: Sequence[Pair], per_image: int, size: int,
 
 
 def _load_photos(cfg: Mapping, key: str) -> ImageData:
-    _check_keys(cfg, {"name", "scale", "patch", "patches_per_epoch", "test_crops", "test_patch",
-                      "seed"}, key)
+    check_keys(cfg, {"name", "scale", "patch", "patches_per_epoch", "test_crops", "test_patch",
+                     "seed"}, key)
     scale = _scale(cfg, key)
-    patch = _int(cfg, "patch", 24, key)
-    length = _int(cfg, "patches_per_epoch", 512, key)
-    per_image = _int(cfg, "test_crops", 8, key)
-    test_patch = _int(cfg, "test_patch", 48, key)
-    seed = _int(cfg, "seed", 0, key, minimum=0)
-    train = [_make_pair(n, _photo(n), scale) for n in PHOTOS_TRAIN]
-    test = [_make_pair(n, _photo(n), scale) for n in PHOTOS_TEST]
+    patch = int_option(cfg, "patch", 24, key)
+    length = int_option(cfg, "patches_per_epoch", 512, key)
+    per_image = int_option(cfg, "test_crops", 8, key)
+    test_patch = int_option(cfg, "test_patch", 48, key)
+    seed = int_option(cfg, "seed", 0, key, minimum=0)
+    train, val, test = ([make_pair(n, _photo(n), scale) for n in names]
+                        for names in (PHOTOS_TRAIN, PHOTOS_VAL, PHOTOS_TEST))
     _check_fits(train, patch, f"{key}.patch", scale)
-    _check_fits(test, test_patch, f"{key}.test_patch", scale)
-    crops = _crop_positions(test, per_image, test_patch, seed)
-    return _data(TrainPatches(train, scale, patch, length),
-                 FixedCrops(test, crops, scale, test_patch), train, scale)
+    _check_fits(val + test, test_patch, f"{key}.test_patch", scale)
+    val, test = (FixedCrops(pairs, _crop_positions(pairs, per_image, test_patch, seed), scale,
+                            test_patch) for pairs in (val, test))
+    return _data(TrainPatches(train, scale, patch, length), val, test, scale)
 
 
 # ---------------------------------------------------------------- folders
 
 
 def _folder(cfg: Mapping, name: str, key: str, required: bool) -> Path | None:
-    value = cfg.get(name)
-    if value is None and not required:
+    if cfg.get(name) is None and not required:
         return None
-    if not isinstance(value, (str, os.PathLike)) or not str(value):
-        raise ConfigError(f"{key}.{name}", f"required: a folder of images, got {value!r}")
-    path = Path(value)
+    path = root_path(cfg, key, name)
     if not path.is_dir():
         raise ConfigError(f"{key}.{name}", f"folder {path} not found")
     return path
@@ -352,7 +236,7 @@ def _read_pair(hr_path: Path, lr_path: Path | None, scale: int, keys: tuple[str,
     if min(hr.shape[-2:]) < scale:
         raise ConfigError(keys[0], f"{hr_path.name} is smaller than the scale {scale}")
     lr = None if lr_path is None else _read(lr_path, keys[1])
-    pair = _make_pair(hr_path.stem, hr, scale, lr)
+    pair = make_pair(hr_path.stem, hr, scale, lr)
     want = (pair.hr.shape[-2] // scale, pair.hr.shape[-1] // scale)
     if tuple(pair.lr.shape[-2:]) != want:
         raise ConfigError(keys[1], f"{lr_path.name} is {pair.lr.shape[-1]}x{pair.lr.shape[-2]} "
@@ -361,13 +245,11 @@ def _read_pair(hr_path: Path, lr_path: Path | None, scale: int, keys: tuple[str,
     return pair
 
 
-def _read_split(cfg: Mapping, split: str, scale: int, key: str) -> list[Pair]:
-    keys = (f"{key}.{split}_hr", f"{key}.{split}_lr")
-    hr_dir = _folder(cfg, f"{split}_hr", key, required=True)
-    lr_dir = _folder(cfg, f"{split}_lr", key, required=False)
-    hr_files = _images(hr_dir, keys[0])
-    limit = _int(cfg, f"{split}_limit", None, key)
-    hr_files = hr_files[:limit] if limit else hr_files
+def _read_files(cfg: Mapping, source: str, hr_files: Sequence[Path], scale: int,
+                key: str) -> list[Pair]:
+    """Decode ``hr_files`` (from the ``<source>_hr`` folder) and their ``<source>_lr`` partners."""
+    keys = (f"{key}.{source}_hr", f"{key}.{source}_lr")
+    lr_dir = _folder(cfg, f"{source}_lr", key, required=False)
     lr_files = _partners(hr_files, lr_dir, scale, keys[1]) if lr_dir else [None] * len(hr_files)
     workers = min(8, os.cpu_count() or 1, len(hr_files))
     with ThreadPoolExecutor(max_workers=workers) as pool:  # PIL decodes without the GIL
@@ -375,29 +257,41 @@ def _read_split(cfg: Mapping, split: str, scale: int, key: str) -> list[Pair]:
 
 
 def _load_folders(cfg: Mapping, key: str) -> ImageData:
-    _check_keys(cfg, {"name", "train_hr", "train_lr", "test_hr", "test_lr", "scale", "patch",
-                      "patches_per_epoch", "train_limit", "test_limit"}, key)
+    check_keys(cfg, {"name", *FOLDER_KEYS, "scale", "patch", "patches_per_epoch", "val_fraction",
+                     "train_limit", "val_limit", "test_limit"}, key)
     scale = _scale(cfg, key)
-    patch = _int(cfg, "patch", 24, key)
-    length = _int(cfg, "patches_per_epoch", 512, key)
-    for split in ("train", "test"):  # check every value, then every folder, before reading
-        _int(cfg, f"{split}_limit", None, key)
-    for split in ("train", "test"):
-        _folder(cfg, f"{split}_hr", key, required=True)
+    patch = int_option(cfg, "patch", 24, key)
+    length = int_option(cfg, "patches_per_epoch", 512, key)
+    limits = {s: int_option(cfg, f"{s}_limit", None, key) for s in SPLITS}
+    given = cfg.get("val_hr") is not None  # check every value, then every folder, before reading
+    if cfg.get("val_lr") is not None and not given:
+        raise ConfigError(f"{key}.val_lr", "given without val_hr, the folder it pairs with")
+    if given:
+        given_val(cfg, key, f"the folder {cfg['val_hr']}")
+    fraction = None if given else fraction_option(cfg, "val_fraction", VAL_FRACTION, key)
+    folders = {s: _folder(cfg, f"{s}_hr", key, required=s != "val") for s in SPLITS}
+    for split in SPLITS:
         _folder(cfg, f"{split}_lr", key, required=False)
-    train = _read_split(cfg, "train", scale, key)
-    test = _read_split(cfg, "test", scale, key)
-    _check_fits(train, patch, f"{key}.patch", scale)
-    return _data(TrainPatches(train, scale, patch, length), WholeImages(test), train, scale,
-                 whole_images_key=key)
+    if given and folders["val"].resolve() in (folders["train"].resolve(), folders["test"].resolve()):
+        raise ConfigError(f"{key}.val_hr", f"{folders['val']} is also the train or the test "
+                          "folder; validation must be held out from both")
+    files = {s: _images(folders[s], f"{key}.{s}_hr") for s in SPLITS if folders[s]}
+    if fraction is not None:  # whole training images, chosen before any limit moves them
+        keep, val = split_off(len(files["train"]), fraction, 0, key)
+        files["train"], files["val"] = ([files["train"][i] for i in part] for part in (keep, val))
+    source = {"train": "train", "val": "val" if given else "train", "test": "test"}
+    pairs = {s: _read_files(cfg, source[s], files[s][:limits[s]], scale, key) for s in SPLITS}
+    _check_fits(pairs["train"], patch, f"{key}.patch", scale)
+    return _data(TrainPatches(pairs["train"], scale, patch, length), WholeImages(pairs["val"]),
+                 WholeImages(pairs["test"]), scale, whole_images_key=key)
 
 
 # ---------------------------------------------------------------- registry
 
 
-DATASETS: dict[str, Callable[[Mapping, str], ImageData]] = {
-    "photos": _load_photos,
-    "folders": _load_folders,
+DATASETS: dict[str, DataSource] = {
+    "photos": DataSource(_load_photos),
+    "folders": DataSource(_load_folders, path_keys=FOLDER_KEYS),
 }
 
 
@@ -407,4 +301,4 @@ def load_superres_data(cfg: Mapping | None, key: str = "data") -> ImageData:
     ``name`` defaults to ``photos``; every mistake is a :class:`ConfigError` whose key is a
     dotted path below ``key``.
     """
-    return pick_dataset(DATASETS, cfg, key, "photos", "super-resolution ")
+    return pick_dataset(DATASETS, cfg, key, DEFAULT, "super-resolution ")

@@ -1,0 +1,222 @@
+"""Pareto maths on trial records: fronts, the knee, hypervolume. Pure functions, no plotting.
+
+Scores are maximised, peak memory minimised. Two fronts exist:
+
+* the **search front** (:func:`pareto_front`): non-dominated COMPLETE trials by their
+  single-seed *validation* score -- what the search saw;
+* the **confirmed front** (:func:`confirmed_front`): designs retrained with several seeds,
+  compared by their mean validation score with the seed spread taken into account (see
+  :func:`clearly_dominates`) -- what a user should choose from.
+
+Test scores are never an input here; they are carried in records for reporting only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypedDict
+
+from .errors import AuxsearchError
+
+
+class Stat(TypedDict):
+    """A score over seeds: every value, the mean and the sample standard deviation."""
+
+    values: list[float]
+    mean: float
+    std: float  # 0.0 with one seed
+
+
+class Confirmation(TypedDict):
+    """A design retrained with several seeds after the search (``auxsearch confirm``)."""
+
+    seeds: list[int]
+    val: Stat  # the search's metric on the validation split
+    test: Stat  # the same metric on the held-out test split (reported, never chosen on)
+    peak_memory_bytes: int
+    test_scores: dict[str, Stat]  # every metric the task reports on test
+
+
+class TrialRecord(TypedDict):
+    """One search trial as plain data (what outputs, the report and export read)."""
+
+    number: int
+    state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING
+    score: float | None  # validation score (the objective); None unless COMPLETE
+    peak_memory_bytes: int | None
+    seconds: float | None
+    design_hash: str | None
+    params: dict[str, Any]
+    design: dict[str, Any] | None
+    is_e2e: bool
+    K: int | None
+    reused_from: int | None
+    history: list[float]  # validation score after each epoch
+    reason: str | None
+    enqueued: str | None
+    scores: dict[str, float]  # every validation metric of the last epoch
+    over_budget: bool  # the E2E reference breaks the memory budget (trained anyway)
+    confirmed: Confirmation | None
+
+
+def finite(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def scored(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """The COMPLETE records that carry a finite score and peak memory."""
+    return [r for r in records if r.get("state") == "COMPLETE"
+            and finite(r.get("score")) and finite(r.get("peak_memory_bytes"))]
+
+
+def stat(values: Sequence[float]) -> Stat:
+    vals = [float(v) for v in values]
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"values": vals, "mean": mean, "std": std}
+
+
+def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Non-dominated COMPLETE records (max validation score, min memory), by memory ascending.
+
+    Of several records at exactly the same point only the lowest-numbered one
+    is kept (a reused result must not crowd the front).
+    """
+    ordered = sorted(scored(records), key=lambda r: (r["peak_memory_bytes"], -r["score"], r["number"]))
+    front: list[TrialRecord] = []
+    best = -math.inf
+    for r in ordered:  # everything before r uses no more memory than r
+        if r["score"] > best:
+            front.append(r)
+            best = r["score"]
+    return front
+
+
+def confirmed(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Records whose design was retrained with seeds, one per design (the lowest trial number)."""
+    seen: set[str] = set()
+    out = []
+    for r in sorted(records, key=lambda r: r["number"]):
+        if r.get("confirmed") and r.get("design_hash") not in seen:
+            seen.add(r["design_hash"])
+            out.append(r)
+    return out
+
+
+def clearly_dominates(b: TrialRecord, a: TrialRecord) -> bool:
+    """Confirmed ``b`` beats confirmed ``a``: no more memory, and validation intervals mean +- std apart.
+
+    ``b.mean - b.std > a.mean + a.std``. A gap inside the seeds' spread is noise, so it
+    dominates nothing, whatever the memory.
+    """
+    cb, ca = b.get("confirmed"), a.get("confirmed")
+    if cb is None or ca is None or cb["peak_memory_bytes"] > ca["peak_memory_bytes"]:
+        return False
+    return cb["val"]["mean"] - cb["val"]["std"] > ca["val"]["mean"] + ca["val"]["std"]
+
+
+def confirmed_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
+    """Confirmed designs that no other confirmed design clearly dominates, by memory ascending.
+
+    Designs whose means differ by less than their spreads stay side by side: the seeds
+    cannot tell them apart (:func:`clearly_dominates`).
+    """
+    done = confirmed(records)
+    kept = [a for a in done if not any(b is not a and clearly_dominates(b, a) for b in done)]
+    return sorted(kept, key=lambda r: (r["confirmed"]["peak_memory_bytes"], -r["confirmed"]["val"]["mean"],
+                                       r["number"]))
+
+
+def val_mean(r: TrialRecord) -> float:
+    """The score a choice is made on: the confirmed validation mean, else the search's validation score."""
+    c = r.get("confirmed")
+    return float(c["val"]["mean"]) if c else float(r["score"])
+
+
+def memory_of(r: TrialRecord) -> int:
+    c = r.get("confirmed")
+    return int(c["peak_memory_bytes"]) if c else int(r["peak_memory_bytes"])
+
+
+def choice_front(records: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """The front a user chooses from: the confirmed front when any design was confirmed."""
+    return confirmed_front(records) if confirmed(records) else pareto_front(records)
+
+
+def knee(front: Sequence[TrialRecord], score: Callable[[TrialRecord], float] = val_mean,
+         memory: Callable[[TrialRecord], float] = memory_of) -> TrialRecord:
+    """The front record farthest from the line joining the front's two extremes, axes min-max normalised.
+
+    The distance is signed: only points on the good side (less memory, higher score) can win.
+    With fewer than three points it is the highest-scoring one."""
+    if not front:
+        raise AuxsearchError("the Pareto front is empty (no COMPLETE trial yet), so it has no knee")
+    pts = sorted(front, key=lambda r: (memory(r), -score(r)))
+    if len(pts) < 3:
+        return max(pts, key=score)
+    xs, ys = _unit([memory(r) for r in pts]), _unit([score(r) for r in pts])
+    (ax, ay), (bx, by) = (xs[0], ys[0]), (xs[-1], ys[-1])
+    side = [(bx - ax) * (y - ay) - (by - ay) * (x - ax) for x, y in zip(xs, ys, strict=True)]  # > 0: above-left
+    return pts[max(range(len(pts)), key=lambda i: (side[i], ys[i]))]
+
+
+def _unit(values: Sequence[float]) -> list[float]:
+    """Min-max normalise to [0, 1] (all zeros when the values are equal)."""
+    lo, span = min(values), (max(values) - min(values)) or 1.0
+    return [(v - lo) / span for v in values]
+
+
+def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by ``(score, memory)`` points up to ``ref``; points outside its box add nothing."""
+    s_ref, m_ref = ref
+    inside = sorted((m, s) for s, m in points if finite(s) and finite(m) and s > s_ref and m < m_ref)
+    ends = [m for m, _ in inside[1:]] + [m_ref]  # [m_ref] alone when nothing is inside: no steps
+    area, best = 0.0, s_ref
+    for (m, s), end in zip(inside, ends, strict=False):  # staircase, left to right
+        best = max(best, s)
+        area += (end - m) * (best - s_ref)
+    return area
+
+
+def hypervolume_origin(records: Iterable[TrialRecord], budget: float | None = None) -> tuple[float, float]:
+    """The hypervolume's fixed reference point: score 0 and memory 1.1 x the end-to-end peak.
+
+    The end-to-end reference is trial 0 of every study, so the point is fixed
+    from the first trial on and every report of the study uses the same one;
+    designs that need more than 1.1 x end-to-end memory add no area (they do
+    not save memory). With a memory budget the budget is the memory bound;
+    without an E2E result, 1.1 x the largest peak. A metric that goes negative
+    moves the score reference down to its lowest value.
+    """
+    done = scored(records)
+    if not done:
+        return (0.0, float(budget or 0.0))
+    low = min(0.0, min(float(r["score"]) for r in done))
+    if budget:
+        return (low, float(budget))
+    e2e = [r for r in done if r.get("is_e2e")]
+    basis = e2e[0] if e2e else max(done, key=lambda r: r["peak_memory_bytes"])
+    return (low, 1.1 * float(basis["peak_memory_bytes"]))
+
+
+def hypervolume_history(records: Iterable[TrialRecord], ref: tuple[float, float]) -> list[tuple[int, float]]:
+    """``[(trial number, hypervolume of the COMPLETE trials up to it), ...]``."""
+    out: list[tuple[int, float]] = []
+    front: list[tuple[float, float]] = []
+    volume = 0.0
+    for r in sorted(records, key=lambda r: r["number"]):
+        if scored([r]):
+            s, m = float(r["score"]), float(r["peak_memory_bytes"])
+            if not any(fs >= s and fm <= m for fs, fm in front):
+                front = [(fs, fm) for fs, fm in front if not (s >= fs and m <= fm)] + [(s, m)]
+                volume = hypervolume_2d(front, ref)
+        out.append((r["number"], volume))
+    return out
+
+
+def e2e_record(records: Iterable[TrialRecord]) -> TrialRecord | None:
+    """The end-to-end reference: the first COMPLETE one, else the first with a peak."""
+    cands = [r for r in records if r.get("is_e2e") and finite(r.get("peak_memory_bytes"))]
+    cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
+    return cands[0] if cands else None
