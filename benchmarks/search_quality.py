@@ -54,7 +54,7 @@ def enumerate_designs(run) -> dict[str, tuple[dict, dict]]:
     params = grid(run.space, run.base)
     out: dict[str, tuple[dict, dict]] = {}
     for values in itertools.product(*params.values()):
-        d = normalize(suggest_design(optuna.trial.FixedTrial(dict(zip(grid, values, strict=True))),
+        d = normalize(suggest_design(optuna.trial.FixedTrial(dict(zip(params, values, strict=True))),
                                      run.space, run.base, run.unit_costs))
         aux = d["aux"][0] if d["aux"] else {}
         info = {"K": len(d["splits"]) + 1, "family": aux.get("family", "e2e"), "depth": aux.get("depth"),
