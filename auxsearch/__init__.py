@@ -22,11 +22,12 @@ from .engine import (
     train_step,
 )
 from .errors import AuxsearchError, ConfigError
+from .families import register_family, registered, unregister_family
 from .graph import design_hash, dump_design, from_graph, load_design, save_design, to_graph
 
 __version__ = "0.1.0"
 __all__ = [
     "AuxsearchError", "ConfigError", "LocalNetwork", "TrainConfig", "build", "design_hash", "dump_design",
-    "end_to_end", "evaluate", "from_graph", "load_design", "local_step", "make_optimizer", "save_design",
-    "to_graph", "train_step",
+    "end_to_end", "evaluate", "from_graph", "load_design", "local_step", "make_optimizer", "register_family",
+    "registered", "save_design", "to_graph", "train_step", "unregister_family",
 ]

@@ -36,17 +36,8 @@ from typing import Any
 import networkx as nx
 import yaml
 
+from . import families
 from .errors import ConfigError, known
-from .families import (
-    CLASSIFICATION_ONLY,
-    EMA_FAMILIES,
-    FAMILY_OPTIONS,
-    GLOBAL_FAMILIES,
-    TASK_ARGS,
-    TASK_NAMES,
-    WIRING_NEUTRAL,
-    WIRING_OPTIONS,
-)
 
 VERSION = 1
 TOP_KEYS = ("version", "task", "backbone", "input_shape", "num_classes", "num_units", "splits", "aux",
@@ -54,104 +45,23 @@ TOP_KEYS = ("version", "task", "backbone", "input_shape", "num_classes", "num_un
 ARCH_KEYS = ("backbone", "input_shape", "num_classes", "num_units", "splits", "aux")
 NODE_KINDS = ("input", "unit", "aux", "head", "bank")
 EDGE_KINDS = ("data", "ema", "bank", "global")
-# Momentum-family options that only matter for one choice of its head.
-_HEAD_ONLY = {"dgl": ("pool",),
-              "infopro": ("recon_first", "recon_last", "task_first", "task_last", "decoder_width")}
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _check_int(key: str, v: Any, low: int) -> int:
-    if not _is_int(v):
+    if not isinstance(v, int) or isinstance(v, bool):
         raise ConfigError(key, f"must be an integer, got {v!r}")
     if v < low:
         raise ConfigError(key, f"must be >= {low}, got {v}")
     return v
 
 
-def _check_option(key: str, opt, v: Any) -> Any:
-    if opt.kind is float and _is_int(v):
-        v = float(v)
-    ok_type = (_is_int(v) if opt.kind is int else isinstance(v, opt.kind))
-    if not ok_type:
-        raise ConfigError(key, f"must be of type {opt.kind.__name__}, got {v!r}")
-    if not opt.check(v):
-        raise ConfigError(key, f"{opt.rule}, got {v!r}")
-    return v
+def normalize_aux(entry: Mapping, key: str, task: str = "classification", module: int | None = None) -> dict[str, Any]:
+    """Validate one aux entry and return it with every default filled in (``families.normalize_entry``).
 
-
-def normalize_aux(entry: Mapping, key: str, task: str = "classification") -> dict[str, Any]:
-    """Validate one aux entry and return it with every default filled in.
-
-    Options that cannot affect the network are refused when written and left out when not:
-    the other head's options of the momentum family, every head option (``depth``, ``width``,
-    ``pool``, ``head``, ...) under a global end (the real head replaces the family's), and
-    ``pool`` on dense tasks (their light head does not pool). So one network has one hash.
+    Options that cannot affect the network are refused when written and left out when not,
+    as each option's family spec says (``Option.applies``): so one network has one hash.
     """
-    if not isinstance(entry, Mapping):
-        raise ConfigError(key, f"must be a mapping with a 'family' key, got {entry!r}")
-    family = entry.get("family")
-    if family not in FAMILY_OPTIONS:
-        raise ConfigError(f"{key}.family", f"unknown aux family {family!r}; known: {known(FAMILY_OPTIONS)}")
-    schema = FAMILY_OPTIONS[family]
-    unknown = set(entry) - set(schema) - set(WIRING_OPTIONS) - {"family", "depth", "width"}
-    if unknown:
-        allowed = known(["family", "depth", "width", *schema, *WIRING_OPTIONS])
-        raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown option for family {family!r}; allowed: {allowed}")
-    out: dict[str, Any] = {"family": family,
-                           "depth": _check_int(f"{key}.depth", entry.get("depth", 1), 1),
-                           "width": _check_int(f"{key}.width", entry.get("width", 64), 1)}
-    for name, opt in schema.items():
-        out[name] = _check_option(f"{key}.{name}", opt, entry.get(name, opt.default))
-    wiring = _wiring(entry, key, family)
-    unused: dict[str, str] = {}
-    if family == "momentum":  # the options of the head it does not use
-        other = "infopro" if out["head"] == "dgl" else "dgl"
-        unused.update((n, f"head: {other}, but head is {out['head']!r}") for n in _HEAD_ONLY[other])
-    if wiring["end"] != "local":  # the real head replaces the family's own
-        head_opts = ["depth", "width", "pool", "head", *_HEAD_ONLY["infopro"]]
-        unused.update((n, f"end: local (end {wiring['end']!r} uses the real head)") for n in head_opts)
-    elif task != "classification":
-        unused["pool"] = "classification (a dense task's light head does not pool)"
-        if family in CLASSIFICATION_ONLY or out.get("head") == "infopro":
-            bad = "family" if family in CLASSIFICATION_ONLY else "head"
-            raise ConfigError(f"{key}.{bad}", f"InfoPro's loss is classification-only; task {task!r} "
-                              "takes families dgl, augment, momentum (head: dgl)")
-    for name, why in unused.items():
-        if name in entry:
-            raise ConfigError(f"{key}.{name}", f"only applies with {why}")
-        out.pop(name, None)
-    out.update(wiring)
-    return out
-
-
-def _wiring(entry: Mapping, key: str, family: str) -> dict[str, Any]:
-    """The bank / global-end options of an aux entry, with those that do not apply refused."""
-    w = {n: _check_option(f"{key}.{n}", o, entry.get(n, o.default)) for n, o in WIRING_OPTIONS.items()}
-    applies = {"bank_fusion": w["bank"] > 0, "through": w["end"] != "local",
-               "through_momentum": w["end"] == "global_ema" or (w["end"] == "global" and w["through"] == "ema")}
-    for name, ok in applies.items():
-        if not ok:
-            if name in entry:
-                why = {"bank_fusion": "bank > 0", "through": "end: global or global_ema",
-                       "through_momentum": "EMA copies (end: global_ema, or through: ema)"}[name]
-                raise ConfigError(f"{key}.{name}", f"only applies with {why}")
-            w.pop(name)
-    if w["end"] != "local" and family not in GLOBAL_FAMILIES:
-        raise ConfigError(f"{key}.end", f"a global end continues through the later backbone units, which "
-                          f"family {family!r} replaces or does not use; families: {known(GLOBAL_FAMILIES)}")
-    return w
-
-
-def _effective_bank(entry: dict[str, Any], module: int) -> dict[str, Any]:
-    """Module k has only k earlier outputs to read: a larger bank is the same design (same hash)."""
-    if entry["bank"] > module:
-        entry["bank"] = module
-        if module == 0:
-            entry.pop("bank_fusion", None)
-    return entry
+    return families.normalize_entry(entry, key, task, module)
 
 
 def canonical_task(t: Any) -> dict[str, Any]:
@@ -160,12 +70,13 @@ def canonical_task(t: Any) -> dict[str, Any]:
         t = "classification"
     if isinstance(t, str):
         t = {"name": t}
-    if not isinstance(t, Mapping) or t.get("name") not in TASK_NAMES or set(t) - {"name", "args"}:
-        raise ConfigError("task", f"must be one of {known(TASK_NAMES)} or {{name: ..., args: {{...}}}}, got {t!r}")
+    if not isinstance(t, Mapping) or not isinstance(t.get("name"), str) or t["name"] not in families.TASKS \
+            or set(t) - {"name", "args"}:
+        raise ConfigError("task", f"must be one of {known(families.TASKS)} or {{name: ..., args: {{...}}}}, got {t!r}")
     args = t.get("args") or {}
     if not isinstance(args, Mapping):
         raise ConfigError("task.args", f"must be a mapping, got {args!r}")
-    defaults = TASK_ARGS[t["name"]]
+    defaults = families.TASKS[t["name"]].args
     unknown = sorted(set(args) - set(defaults))
     if unknown:
         raise ConfigError(f"task.args.{unknown[0]}", f"unknown argument for task {t['name']!r}; "
@@ -198,7 +109,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
     if not isinstance(aux, list) or len(aux) != len(out["splits"]):
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
                           f"for {len(out['splits']) + 1} modules, got {aux!r}")
-    out["aux"] = [_effective_bank(normalize_aux(a, f"aux.{i}", out["task"]["name"]), i) for i, a in enumerate(aux)]
+    out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"], module=i) for i, a in enumerate(aux)]
     for k in ("data", "train"):
         if k in design and design[k] is not None:
             if not isinstance(design[k], Mapping):
@@ -252,7 +163,7 @@ def design_hash(design: Mapping) -> str:
     # Defaults added after designs were first saved stay out of the hash (old hashes hold).
     if canon["task"] != {"name": "classification", "args": {}}:
         arch["task"] = canon["task"]
-    arch["aux"] = [{k: v for k, v in a.items() if WIRING_NEUTRAL.get(k, object()) != v} for a in arch["aux"]]
+    arch["aux"] = [families.hashed(a) for a in arch["aux"]]
     blob = json.dumps(arch, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -277,8 +188,9 @@ def to_graph(design: Mapping) -> nx.DiGraph:
     for k, entry in enumerate(d["aux"]):
         g.add_node(f"aux:{k}", kind="aux", module=k, **entry)
         g.add_edge(f"unit:{mods[k][1] - 1}", f"aux:{k}", kind="data", detach=False)
-        if entry["family"] in EMA_FAMILIES:
-            g.add_edge(f"unit:{mods[k + 1][0]}", f"aux:{k}", kind="ema", momentum=entry["momentum"])
+        ema = families.family(entry["family"]).ema  # the option holding its EMA momentum
+        if ema is not None:
+            g.add_edge(f"unit:{mods[k + 1][0]}", f"aux:{k}", kind="ema", momentum=entry[ema])
         for j in range(max(0, k - entry["bank"]), k):  # earlier module outputs the aux reads
             g.add_edge(f"unit:{mods[j][1] - 1}", f"aux:{k}", kind="bank", detach=True)
         if entry["end"] != "local":

@@ -8,8 +8,9 @@ Every dimension is written one of three ways::
 
 Parameter names are stable and readable: ``K``, ``split_1`` .. ``split_{K-1}``,
 ``aux.family``, ``aux.depth``, ... (or ``aux0.family``, ``aux1.family`` with
-``per_module: true``). A space is testable without a study:
-``suggest_design(optuna.trial.FixedTrial({...}), space, base)``.
+``per_module: true``). The dimensions, their rules and defaults, and when each option
+is asked all come from the aux family specs (``auxsearch.families``). A space is testable
+without a study: ``suggest_design(optuna.trial.FixedTrial({...}), space, base)``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,16 @@ from typing import Any
 import yaml
 
 from .errors import ConfigError, known
-from .families import CLASSIFICATION_ONLY, FAMILY_OPTIONS, GLOBAL_FAMILIES
+from .families import (
+    defaults,
+    dense_choices,
+    family,
+    family_names,
+    search_order,
+    searchable,
+    task_spec,
+)
+from .spec import Option, Rule, TaskSpec, at_least
 
 
 @dataclass(frozen=True)
@@ -57,8 +67,8 @@ class Dim:
         return not self.choices and self.low is None
 
 
-def parse_dim(key: str, raw: Any, kind: type, check=None, rule: str = "") -> Dim:
-    """Parse a dimension; ``check(value) -> bool`` guards every value it may take."""
+def parse_dim(key: str, raw: Any, kind: type, rule: Rule | None = None) -> Dim:
+    """Parse a dimension; ``rule`` guards every value it may take."""
     if isinstance(raw, Mapping):
         extra = set(raw) - {"low", "high", "log", "step"}
         if extra:
@@ -81,8 +91,8 @@ def parse_dim(key: str, raw: Any, kind: type, check=None, rule: str = "") -> Dim
         dim = Dim(fixed=_typed(key, raw, kind))
         checks = ((key, dim.fixed),)
     for k, v in checks:
-        if check is not None and not check(v):
-            raise ConfigError(k, f"{rule}, got {v!r}")
+        if rule is not None:
+            rule.test(k, v, search=True)
     return dim
 
 
@@ -94,53 +104,44 @@ def _typed(key: str, v: Any, kind: type) -> Any:
     return v
 
 
-# name -> (type, default, check, rule); the order is the order of suggestion.
-_DIMS: dict[str, tuple[type, Any, Any, str]] = {
-    "modules": (int, {"low": 2, "high": 4}, lambda v: v >= 1, "must be >= 1"),
-    "families": (str, ["dgl", "infopro", "augment", "momentum"], lambda v: v in FAMILY_OPTIONS,
-                 f"must be one of {known(FAMILY_OPTIONS)}"),
-    "depth": (int, {"low": 1, "high": 3}, lambda v: v >= 1, "must be >= 1"),
-    "width": (int, [16, 32, 64], lambda v: v >= 1, "must be >= 1"),
-    "momentum": (float, {"low": 0.9, "high": 0.999}, lambda v: 0 < v < 1, "must be < 1 and > 0"),
-    "learnable_scale": (bool, [True, False], None, ""),
-    "head": (str, ["dgl", "infopro"], lambda v: v in ("dgl", "infopro"), "must be dgl or infopro"),
-    "tau": (float, 0.5, lambda v: 0 <= v <= 1, "must be in [0, 1]"),
-    "pool": (int, 8, lambda v: v >= 1, "must be >= 1"),
-    "bank": (int, 0, lambda v: v >= 0, "must be >= 0"),
-    "bank_fusion": (str, "add", lambda v: v in ("add", "concat"), "must be add or concat"),
-    "end": (str, "local", lambda v: v in ("local", "global", "global_ema"), "must be local, global or global_ema"),
-    "through": (str, "ema", lambda v: v in ("ema", "trainable"), "must be ema or trainable"),
-    "through_momentum": (float, 0.995, lambda v: 0 < v < 1, "must be < 1 and > 0"),
-}
+@dataclass(frozen=True)
+class DimSpec:
+    """What a search-space key takes: its type, its default, its rule and one line of help."""
+
+    kind: type
+    default: Any
+    rule: Rule | None
+    help: str
 
 
-DIM_HELP = {
-    "modules": "K, the number of gradient-isolated modules (K = 1 is end to end)",
-    "families": "aux families to choose from",
-    "depth": "aux depth: conv layers of the head (AugLocal: units sampled)",
-    "width": "aux width: channels of the head",
-    "momentum": "EMA momentum m of the momentum family",
-    "learnable_scale": "momentum family: MAN++ learnable scale s (true) or MAN (false)",
-    "head": "momentum family: the head behind the LB/EMA block",
-    "tau": "augment family: AugLocal's depth-pyramid slope",
-    "pool": "dgl head: pool the input to at most pool x pool first",
-    "bank": "feature bank: how many earlier module outputs an aux net reads (0: none)",
-    "bank_fusion": "feature bank: add (projected sum) or concat (concatenate + 1x1 conv)",
-    "end": "aux end: local head, the real head shared (global) or its EMA copy (global_ema); dgl/momentum",
-    "through": "global ends: later units in front of the head as EMA (ema) or trainable copies",
-    "through_momentum": "global ends: EMA momentum of the copied later units / head",
-}
+def dimensions() -> dict[str, DimSpec]:
+    """Every search-space key besides ``splits`` and ``per_module``, from the family specs.
+
+    ``modules`` and ``families`` first, then one dimension per searchable option name
+    (families that share a name share its dimension), the wiring options last.
+    """
+    names = family_names()
+    dims = {"modules": DimSpec(int, {"low": 2, "high": 4}, at_least(1),
+                               "K, the number of gradient-isolated modules (K = 1 is end to end)"),
+            "families": DimSpec(str, list(names), Rule(lambda v: v in family_names(), f"must be one of {known(names)}"),
+                                "aux families to choose from")}
+    for name, opt in searchable().items():
+        dims[name] = DimSpec(opt.kind, opt.search, opt.rule, opt.help)
+    return dims
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """What a study may vary. Defaults give the full space of the four families."""
+    """What a study may vary. Defaults give the full space of the registered families."""
 
     splits: str = "free"  # free: split points searched; balanced: placed by activation memory
     per_module: bool = False  # one aux choice per module instead of one shared by all
     dims: dict[str, Dim] = field(default_factory=dict)
 
     def dim(self, name: str) -> Dim:
+        if name not in self.dims:  # an option of a family registered after the space was read
+            spec = dimensions()[name]
+            return parse_dim(f"search_space.{name}", spec.default, spec.kind, spec.rule)
         return self.dims[name]
 
 
@@ -148,7 +149,8 @@ def parse_space(raw: Mapping | None, key: str = "search_space") -> SearchSpace:
     if raw is not None and not isinstance(raw, Mapping):
         raise ConfigError(key, f"a search space must be a mapping of dimensions, got {type(raw).__name__}")
     raw = dict(raw or {})
-    allowed = {"splits", "per_module", *_DIMS}
+    specs = dimensions()
+    allowed = {"splits", "per_module", *specs}
     unknown = set(raw) - allowed
     if unknown:
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {known(allowed)}")
@@ -158,8 +160,7 @@ def parse_space(raw: Mapping | None, key: str = "search_space") -> SearchSpace:
     per_module = raw.pop("per_module", False)
     if not isinstance(per_module, bool):
         raise ConfigError(f"{key}.per_module", f"must be true or false, got {per_module!r}")
-    dims = {name: parse_dim(f"{key}.{name}", raw.get(name, default), kind, check, rule)
-            for name, (kind, default, check, rule) in _DIMS.items()}
+    dims = {name: parse_dim(f"{key}.{name}", raw.get(name, d.default), d.kind, d.rule) for name, d in specs.items()}
     return SearchSpace(splits=splits, per_module=per_module, dims=dims)
 
 
@@ -188,15 +189,20 @@ def check_space(space: SearchSpace, num_units: int, key: str = "search_space") -
 
 
 def check_space_task(space: SearchSpace, task: str, key: str = "search_space") -> None:
-    """Rules that need the task: InfoPro's loss is classification-only."""
-    if task == "classification":
+    """Rules that need the task: classification-only families (and heads) on a dense task."""
+    if not task_spec(task).dense:
         return
-    bad = [f for f in space.dim("families").values() if f in CLASSIFICATION_ONLY]
+    fams = space.dim("families").values()
+    bad = [f for f in fams if family(f).classification_only]
     if bad:
         raise ConfigError(f"{key}.families", f"{bad[0]} is classification-only; task {task!r} takes "
-                          "dgl, augment, momentum")
-    if "momentum" in space.dim("families").values() and "infopro" in space.dim("head").values():
-        raise ConfigError(f"{key}.head", f"head: infopro is classification-only; use head: dgl for task {task!r}")
+                          f"{known(dense_choices(family(bad[0]), 'family'))}")
+    for spec in map(family, fams):
+        for opt in (o for o in spec.options if o.picks_family):
+            bad = [v for v in space.dim(opt.name).values() if family(v).classification_only]
+            if bad:
+                raise ConfigError(f"{key}.{opt.name}", f"{opt.name}: {bad[0]} is classification-only; use "
+                                  f"{opt.name}: {known(dense_choices(spec, opt.name))} for task {task!r}")
 
 
 def balanced_splits(costs: Sequence[float], k: int) -> list[int]:
@@ -226,48 +232,55 @@ def suggest_design(trial, space: SearchSpace, base: Mapping, unit_costs: Sequenc
         for i in range(1, k):
             prev = trial.suggest_int(f"split_{i}", prev + 1, n - (k - i))
             splits.append(prev)
-    dense = base.get("task", {}).get("name", "classification") != "classification"
+    task = task_spec(base.get("task", {}).get("name", "classification"))
     if space.per_module:
-        aux = [_suggest_aux(trial, space, f"aux{m}.", dense, m) for m in range(k - 1)]
+        aux = [_suggest_aux(trial, space, f"aux{m}.", task, m) for m in range(k - 1)]
     else:
-        aux = [_suggest_aux(trial, space, "aux.", dense, None)] * (k - 1) if k > 1 else []
+        aux = [_suggest_aux(trial, space, "aux.", task, None)] * (k - 1) if k > 1 else []
     return {**{f: base[f] for f in ("task", "backbone", "input_shape", "num_classes", "num_units") if f in base},
             "splits": splits, "aux": [dict(a) for a in aux]}
 
 
-def _suggest_aux(trial, space: SearchSpace, prefix: str, dense: bool, module: int | None) -> dict:
-    """One aux entry; a dimension is asked only where it changes the network (one hash per network).
+def _suggest_aux(trial, space: SearchSpace, prefix: str, task: TaskSpec, module: int | None) -> dict:
+    """One aux entry; an option is asked only where it changes the network (one hash per network).
 
     ``module`` is the module index with ``per_module`` (None: one entry shared by all). The
-    order of questions is the order of the classification-only releases when ``end`` is fixed.
+    options come in the family's search order, each asked where its conditions hold for the
+    answers so far (``Option.applies`` and ``Option.asked``).
     """
-    family = space.dim("families").suggest(trial, f"{prefix}family")
-    entry: dict[str, Any] = {"family": family}
-    if family in GLOBAL_FAMILIES:
-        entry["end"] = space.dim("end").suggest(trial, f"{prefix}end")
-    local = entry.get("end", "local") == "local"
-    if local:
-        entry["depth"] = space.dim("depth").suggest(trial, f"{prefix}depth")
-        if family != "augment" or dense:  # AugLocal's classifier is a linear layer: no width
-            entry["width"] = space.dim("width").suggest(trial, f"{prefix}width")
-    if family == "augment":
-        entry["tau"] = space.dim("tau").suggest(trial, f"{prefix}tau")
-    if family == "momentum":
-        for name in ("momentum", "learnable_scale", "head") if local else ("momentum", "learnable_scale"):
-            entry[name] = space.dim(name).suggest(trial, f"{prefix}{name}")
-    if local and not dense and (family == "dgl" or (family == "momentum" and entry["head"] == "dgl")):
-        entry["pool"] = space.dim("pool").suggest(trial, f"{prefix}pool")
-    return _suggest_wiring(trial, space, prefix, entry, module)
-
-
-def _suggest_wiring(trial, space: SearchSpace, prefix: str, entry: dict, module: int | None) -> dict:
-    """Bank reads and the global end's options; each asked only where it applies."""
-    entry["bank"] = space.dim("bank").suggest(trial, f"{prefix}bank") if module != 0 else 0
-    if entry["bank"] > 0:
-        entry["bank_fusion"] = space.dim("bank_fusion").suggest(trial, f"{prefix}bank_fusion")
-    end = entry.setdefault("end", "local")
-    if end != "local":
-        entry["through"] = space.dim("through").suggest(trial, f"{prefix}through")
-        if end == "global_ema" or entry["through"] == "ema":
-            entry["through_momentum"] = space.dim("through_momentum").suggest(trial, f"{prefix}through_momentum")
+    spec = family(space.dim("families").suggest(trial, f"{prefix}family"), f"{prefix}family")
+    entry: dict[str, Any] = {"family": spec.name}
+    seen = defaults(spec)
+    for opt in search_order(spec):
+        if opt.is_asked(seen, task):
+            entry[opt.name] = seen[opt.name] = _ask(trial, space.dim(opt.name), f"{prefix}{opt.name}", opt, module)
     return entry
+
+
+def _ask(trial, dim: Dim, name: str, opt: Option, module: int | None) -> Any:
+    """``dim``'s answer; not asked where module k can only hold the default (module 0 reads no bank)."""
+    if module is not None and opt.at_module is not None:
+        if all(opt.at_module(v, module) == opt.default for v in dim.values()):
+            return opt.default
+    return dim.suggest(trial, name)
+
+
+def grid(space: SearchSpace, base: Mapping) -> dict[str, list]:
+    """Every parameter a grid sampler can take; only finite spaces with balanced splits qualify."""
+    if space.splits != "balanced":
+        raise ConfigError("search_space.splits", "the grid sampler needs splits: balanced (free split "
+                          "points have ranges that depend on K)")
+    named = {"K": space.dim("modules")}
+    prefixes = [f"aux{m}." for m in range(max(space.dim("modules").values()) - 1)] if space.per_module else ["aux."]
+    for p in prefixes:
+        for name in dimensions():
+            if name != "modules":
+                named[p + ("family" if name == "families" else name)] = space.dim(name)
+    out = {}
+    for name, dim in named.items():
+        if dim.low is not None and not (isinstance(dim.low, int) and isinstance(dim.high, int)):
+            raise ConfigError(f"search_space.{name.split('.')[-1]}", "the grid sampler needs choices or "
+                              "integer ranges, not a float range")
+        if not dim.is_fixed():
+            out[name] = list(range(dim.low, dim.high + 1)) if dim.low is not None else list(dim.choices)
+    return out

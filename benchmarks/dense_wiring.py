@@ -22,7 +22,7 @@ import time
 import torch
 from _common import ROOT, markdown_table, provenance, write_section
 
-from auxsearch.families import GLOBAL_FAMILIES
+from auxsearch.families import global_families
 from auxsearch.records import load_records
 from auxsearch.report import families
 from auxsearch.study import prepare
@@ -48,7 +48,7 @@ def best_local(records: list[dict]) -> tuple[dict, str]:
     """The design to vary, and how it was chosen."""
     deep = [r for r in records if r["state"] == "COMPLETE" and not r["is_e2e"] and r["K"] >= 3]
     rank = lambda r: (r["score"], -r["peak_memory_bytes"], -r["number"])  # noqa: E731
-    able = [r for r in deep if all(a["family"] in GLOBAL_FAMILIES for a in r["design"]["aux"])]
+    able = [r for r in deep if all(a["family"] in global_families() for a in r["design"]["aux"])]
     if able:
         best = max(able, key=rank)
         return best["design"], f"trial {best['number']} as found"
@@ -67,7 +67,7 @@ def rewire(entry: dict, bank: bool, glob: bool) -> dict:
     if bank:
         out.update({k: entry[k] for k in ("bank", "bank_fusion") if k in entry} if entry.get("bank", 0) > 0
                    else {"bank": 2, "bank_fusion": "add"})
-    if glob and entry["family"] in GLOBAL_FAMILIES:
+    if glob and entry["family"] in global_families():
         out = {k: v for k, v in out.items() if k not in HEAD_KEYS}
         keep = {k: entry[k] for k in ("end", "through", "through_momentum") if k in entry}
         out.update(keep if entry.get("end", "local") != "local" else {"end": "global", "through": "ema"})

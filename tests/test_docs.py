@@ -65,3 +65,10 @@ def test_every_yaml_example_validates(page, body):
 def test_shipped_search_spaces_parse():
     for path in sorted((ROOT / "search_spaces").glob("*.yaml")):
         parse_space(yaml.safe_load(path.read_text()), path.name)
+
+
+def test_study_reference_doc_matches_the_code():
+    from auxsearch.docgen import render
+
+    doc = ROOT / "docs" / "study-reference.md"
+    assert doc.read_text() == render(), "regenerate: python -m auxsearch.docgen > docs/study-reference.md"

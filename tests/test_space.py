@@ -5,7 +5,14 @@ import pytest
 
 from auxsearch.errors import ConfigError
 from auxsearch.graph import normalize
-from auxsearch.space import balanced_splits, check_space, parse_space, suggest_design
+from auxsearch.space import (
+    balanced_splits,
+    check_space,
+    check_space_task,
+    grid,
+    parse_space,
+    suggest_design,
+)
 
 BASE = {"backbone": {"name": "resnet20", "args": {}}, "input_shape": [1, 16, 16], "num_classes": 10,
         "num_units": 10}
@@ -78,13 +85,31 @@ def test_k_larger_than_the_backbone_is_refused():
         check_space(parse_space({"modules": {"low": 2, "high": 12}}), 10)
 
 
-def test_study_reference_doc_matches_the_code():
-    from pathlib import Path
+def test_grid_lists_every_searched_dimension_and_refuses_what_is_not_finite():
+    space = parse_space({"modules": [2, 3], "splits": "balanced", "families": ["dgl", "momentum"], "depth": 1,
+                         "width": [8, 16], "head": "dgl", "learnable_scale": [True, False], "momentum": 0.99})
+    assert grid(space, BASE) == {"K": [2, 3], "aux.family": ["dgl", "momentum"], "aux.width": [8, 16],
+                                 "aux.learnable_scale": [True, False]}
+    per = grid(parse_space({"modules": {"low": 2, "high": 3}, "splits": "balanced", "per_module": True,
+                            "families": ["dgl"], "depth": {"low": 1, "high": 2}, "momentum": 0.99}), BASE)
+    assert per["K"] == [2, 3] and per["aux0.depth"] == per["aux1.depth"] == [1, 2] and "aux2.depth" not in per
+    with pytest.raises(ConfigError, match="splits: balanced"):
+        grid(parse_space({}), BASE)
+    with pytest.raises(ConfigError) as err:
+        grid(parse_space({"splits": "balanced"}), BASE)
+    assert err.value.key == "search_space.momentum" and "float range" in err.value.message
 
-    from auxsearch.reference import render
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "study-reference.md"
-    assert doc.read_text() == render(), "regenerate: python -m auxsearch.reference > docs/study-reference.md"
+@pytest.mark.parametrize("raw, key", [
+    ({"families": ["dgl", "infopro"]}, "search_space.families"),
+    ({"families": ["momentum"], "head": ["dgl", "infopro"]}, "search_space.head"),
+])
+def test_classification_only_choices_are_refused_on_dense_tasks(raw, key):
+    space = parse_space(raw)
+    check_space_task(space, "classification")
+    with pytest.raises(ConfigError) as err:
+        check_space_task(space, "segmentation")
+    assert err.value.key == key and "classification-only" in err.value.message
 
 
 def test_dense_spaces_ask_only_what_changes_the_network():

@@ -1,32 +1,23 @@
-"""Registry of auxiliary-network families, keyed by the YAML ``family`` name.
+"""Aux nets, built by family: the ``family`` name of an aux entry picks its builder.
 
-Each family is one module with a ``build(ctx, opts) -> AuxNet`` function;
-its options (and their defaults) are declared as data in
-``auxsearch.families`` so designs can be validated without torch models.
+Each family is one module with a ``build(ctx, opts) -> AuxNet`` function; its options,
+rules and defaults are declared in ``auxsearch.families`` (torch-free), whose spec names
+the builder as ``"module:function"``, imported on first use. So designs validate without
+torch models, and a family registered with ``families.register_family`` builds here
+without an edit to this package.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from ..errors import ConfigError, known
-from . import augment, dgl, infopro, momentum, wiring
-from .base import AuxContext, AuxNet, StepState
-
-AUX: dict[str, Callable[[AuxContext, dict], AuxNet]] = {
-    "dgl": dgl.build,
-    "infopro": infopro.build,
-    "augment": augment.build,
-    "momentum": momentum.build,
-}
+from ..families import family
+from . import wiring
+from .base import AuxContext, AuxNet, StepState, local_end
 
 
 def build_aux(ctx: AuxContext, opts: dict) -> AuxNet:
-    """Build the aux net described by a normalised aux entry ``opts``."""
-    family = opts["family"]
-    if family not in AUX:
-        raise ConfigError(f"aux.{ctx.module}.family", f"unknown aux family {family!r}; known: {known(AUX)}")
-    return wiring.attach(AUX[family](ctx, opts), ctx, opts)
+    """Build the aux net described by a normalised aux entry ``opts``, wiring included."""
+    spec = family(opts["family"], f"aux.{ctx.module}.family")
+    return wiring.attach(spec.build(ctx, opts), ctx, opts)
 
 
-__all__ = ["AUX", "AuxContext", "AuxNet", "StepState", "build_aux"]
+__all__ = ["AuxContext", "AuxNet", "StepState", "build_aux", "local_end"]

@@ -2,7 +2,7 @@
 
 The aux net of module k is made of *fresh* layers (same architecture, new
 initial weights, nothing shared) of units sampled uniformly from the units
-after module k, followed by global pooling and a linear classifier. Its
+after module k, followed by global average pooling and a linear classifier. Its
 depth follows AugLocal's pyramid, so later modules get shallower aux nets:
 
     d_l = max(1, round(d * (1 - l * tau / (K - 2)) + l * tau / (K - 2)))
@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, clone_module, conv_bn_relu, reset_parameters
+from .base import AuxContext, AuxNet, clone_module, conv_bn_relu, local_end, reset_parameters
 
 
 def adapter(have: tuple, need: tuple) -> list[nn.Module]:
@@ -54,7 +54,7 @@ def sample_units(later: list[int], d: int) -> list[int]:
 
 
 class LinearClassifier(nn.Module):
-    """Global average pool + linear: AugLocal's classifier after the sampled layers."""
+    """Global average pooling + linear: AugLocal's classifier after the sampled layers."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
@@ -68,10 +68,10 @@ class LinearClassifier(nn.Module):
 
 
 class AugmentAux(AuxNet):
-    def __init__(self, ctx: AuxContext, depth: int, tau: float, width: int) -> None:
+    def __init__(self, ctx: AuxContext, opts: dict) -> None:
         super().__init__()
         later = list(range(ctx.next_start, len(ctx.units)))
-        self.depth = pyramid_depth(depth, ctx.module, ctx.num_modules, tau)
+        self.depth = pyramid_depth(opts["depth"], ctx.module, ctx.num_modules, opts["tau"])
         self.sampled = sample_units(later, self.depth)
         layers: list[nn.Module] = []
         shape = tuple(ctx.feature_shape)
@@ -80,14 +80,12 @@ class AugmentAux(AuxNet):
             layers.append(reset_parameters(clone_module(ctx.units[j])))
             shape = tuple(ctx.unit_out_shapes[j])
         self.body = nn.Sequential(*layers)
-        if ctx.local_head is not None:  # dense task: its light head (depth 1) after the sampled layers
-            self.end = ctx.local_head(shape, 1, width)
-        else:
-            self.end = LinearClassifier(shape[0], ctx.num_classes)
+        # A dense task's light head (depth 1: the sampled layers are the depth) or AugLocal's classifier.
+        self.end = local_end(ctx, opts, shape, lambda: LinearClassifier(shape[0], ctx.num_classes), depth=1)
 
     def transform(self, feat: Tensor) -> Tensor:
         return self.body(feat)
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:
-    return AugmentAux(ctx, opts["depth"], opts["tau"], opts["width"])
+    return AugmentAux(ctx, opts)

@@ -9,7 +9,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -97,77 +96,32 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, stride: int = 1) -> lis
             nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
 
 
-class DGLHead(nn.Module):
-    """DGL's "MLP-SR" auxiliary classifier (Belilovsky et al. 2020).
+def local_end(ctx: AuxContext, opts: dict, shape: tuple, own: Callable[[], nn.Module], *,
+              depth: int | None = None) -> nn.Module | None:
+    """The head an aux net ends with when its ``end`` is local.
 
-    Average-pool the feature map to at most ``pool`` x ``pool`` (keeps the
-    head cheap on early high-resolution modules), ``depth`` 1x1
-    conv-BN-ReLU layers of ``width`` channels, pool to 2x2, a 3-layer MLP.
+    None under a global end (``wiring.attach`` puts the real head there instead); on a
+    dense task the task's light head on ``shape`` (``depth``: the family's override of the
+    entry's depth); on classification the family's own head, ``own()``.
+    """
+    if opts.get("end", "local") != "local":
+        return None
+    if ctx.local_head is not None:
+        return ctx.local_head(tuple(shape), opts["depth"] if depth is None else depth, opts["width"])
+    return own()
+
+
+class HeadAux(AuxNet):
+    """An aux net that is a head on module k's output and nothing else (dgl, infopro).
+
+    ``classifier(ctx, opts, shape)`` builds the family's own head; a dense task's light
+    head or a global end stands in for it as :func:`local_end` says.
     """
 
-    def __init__(self, feature_shape, num_classes: int, depth: int, width: int, pool: int = 8) -> None:
+    def __init__(self, ctx: AuxContext, opts: dict, classifier: Callable[[AuxContext, dict, tuple], nn.Module]) -> None:
         super().__init__()
-        c, h, w = feature_shape
-        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d((min(h, pool), min(w, pool)))]
-        for i in range(depth):
-            layers += conv_bn_relu(c if i == 0 else width, width)
-        self.features = nn.Sequential(*layers)
-        self.mlp = nn.Sequential(
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            nn.Linear(4 * width, width), nn.ReLU(inplace=True),
-            nn.Linear(width, width), nn.ReLU(inplace=True),
-            nn.Linear(width, num_classes),
-        )
-
-    def forward(self, feat: Tensor) -> Tensor:
-        return self.mlp(self.features(feat))
-
-    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        return F.cross_entropy(self(feat), target)
-
-
-def infopro_ratio(module: int, num_modules: int) -> float:
-    """InfoPro's position of module k among the K - 1 aux nets, in [0, 1]."""
-    return module / (num_modules - 2) if num_modules > 2 else 0.0
-
-
-class InfoProHead(nn.Module):
-    """InfoPro's aux net (Wang et al. ICLR'21): a decoder plus a classifier.
-
-    Decoder: upsample to the image size, conv3x3 C -> ``decoder_width``,
-    BN, ReLU, conv3x3 -> image channels, sigmoid; BCE to the un-normalised
-    image (the reconstruction term, an estimate of I(h; x)). Classifier:
-    ``depth`` conv3x3-BN-ReLU (the first with stride 2) of ``width``
-    channels, global average pool, FC 128, FC classes (the I(h; y) term).
-    The two are weighted by lambdas interpolated linearly over the modules.
-    """
-
-    def __init__(self, feature_shape, image_shape, num_classes: int, depth: int, width: int, *,
-                 ratio: float, recon_first: float, recon_last: float, task_first: float,
-                 task_last: float, decoder_width: int) -> None:
-        super().__init__()
-        c = feature_shape[0]
-        self.image_size = tuple(image_shape[1:])
-        self.decoder = nn.Sequential(
-            nn.Conv2d(c, decoder_width, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_width),
-            nn.ReLU(inplace=True), nn.Conv2d(decoder_width, image_shape[0], 3, padding=1), nn.Sigmoid())
-        layers: list[nn.Module] = []
-        for i in range(depth):
-            layers += conv_bn_relu(c if i == 0 else width, width, 3, stride=2 if i == 0 else 1)
-        self.classifier = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                                        nn.Linear(width, 128), nn.ReLU(inplace=True), nn.Linear(128, num_classes))
-        self.recon_weight = recon_first * (1 - ratio) + recon_last * ratio
-        self.task_weight = task_first * (1 - ratio) + task_last * ratio
-
-    def forward(self, feat: Tensor) -> Tensor:
-        return self.classifier(feat)
-
-    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
-        up = F.interpolate(feat, size=self.image_size, mode="bilinear", align_corners=False)
-        recon = self.decoder(up)
-        recon_loss = F.binary_cross_entropy(recon, image)
-        task_loss = F.cross_entropy(self.classifier(feat), target)
-        return self.recon_weight * recon_loss + self.task_weight * task_loss
+        self.resume_at = ctx.next_start
+        self.end = local_end(ctx, opts, ctx.feature_shape, lambda: classifier(ctx, opts, ctx.feature_shape))
 
 
 def reset_parameters(module: nn.Module) -> nn.Module:

@@ -6,20 +6,45 @@ On a dense task the head is the task's light head of the same ``depth`` and ``wi
 
 from __future__ import annotations
 
-from .base import AuxContext, AuxNet, DGLHead
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .base import AuxContext, AuxNet, HeadAux, conv_bn_relu
 
 
-class DGLAux(AuxNet):
-    def __init__(self, ctx: AuxContext, opts: dict) -> None:
+class DGLHead(nn.Module):
+    """DGL's "MLP-SR" auxiliary classifier (Belilovsky et al. 2020).
+
+    Average-pool the feature map to at most ``pool`` x ``pool`` (keeps the
+    head cheap on early high-resolution modules), ``depth`` 1x1
+    conv-BN-ReLU layers of ``width`` channels, pool to 2x2, a 3-layer MLP.
+    """
+
+    def __init__(self, feature_shape, num_classes: int, depth: int, width: int, pool: int = 8) -> None:
         super().__init__()
-        self.resume_at = ctx.next_start
-        if opts.get("end", "local") != "local":  # a global end (wiring.attach) replaces the head
-            self.end = None
-        elif ctx.local_head is not None:
-            self.end = ctx.local_head(ctx.feature_shape, opts["depth"], opts["width"])
-        else:
-            self.end = DGLHead(ctx.feature_shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
+        c, h, w = feature_shape
+        layers: list[nn.Module] = [nn.AdaptiveAvgPool2d((min(h, pool), min(w, pool)))]
+        for i in range(depth):
+            layers += conv_bn_relu(c if i == 0 else width, width)
+        self.features = nn.Sequential(*layers)
+        self.mlp = nn.Sequential(
+            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            nn.Linear(4 * width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, width), nn.ReLU(inplace=True),
+            nn.Linear(width, num_classes),
+        )
+
+    def forward(self, feat: Tensor) -> Tensor:
+        return self.mlp(self.features(feat))
+
+    def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
+        return F.cross_entropy(self(feat), target)
+
+
+def classifier(ctx: AuxContext, opts: dict, shape: tuple) -> nn.Module:
+    """DGL's head on features of ``shape`` (also behind the momentum family's block)."""
+    return DGLHead(shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
 
 
 def build(ctx: AuxContext, opts: dict) -> AuxNet:
-    return DGLAux(ctx, opts)
+    return HeadAux(ctx, opts, classifier)

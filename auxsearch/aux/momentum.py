@@ -18,17 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .base import (
-    AuxContext,
-    AuxNet,
-    DGLHead,
-    InfoProHead,
-    clone_module,
-    ema_update,
-    frozen_copy,
-    infopro_ratio,
-)
-from .infopro import WEIGHT_KEYS
+from ..families import family
+from .base import AuxContext, AuxNet, clone_module, ema_update, frozen_copy, local_end
 
 
 class MomentumAux(AuxNet):
@@ -42,16 +33,8 @@ class MomentumAux(AuxNet):
         self.ema = frozen_copy(unit)
         self.scale = nn.Parameter(torch.tensor(1.0)) if opts["learnable_scale"] else None
         shape = ctx.unit_out_shapes[ctx.next_start]
-        if opts.get("end", "local") != "local":  # a global end (wiring.attach) replaces the head
-            self.end = None
-        elif ctx.local_head is not None:  # dense task: its light head on the block's output
-            self.end = ctx.local_head(shape, opts["depth"], opts["width"])
-        elif opts["head"] == "infopro":
-            self.end = InfoProHead(shape, ctx.image_shape, ctx.num_classes, opts["depth"], opts["width"],
-                                    ratio=infopro_ratio(ctx.module, ctx.num_modules),
-                                    **{k: opts[k] for k in WEIGHT_KEYS})
-        else:
-            self.end = DGLHead(shape, ctx.num_classes, opts["depth"], opts["width"], opts["pool"])
+        # The head behind the block: the family ``head`` names builds it (its own options apply).
+        self.end = local_end(ctx, opts, shape, lambda: family(opts["head"]).head(ctx, opts, shape))
 
     def transform(self, feat: Tensor) -> Tensor:
         if self.scale is None:

@@ -39,7 +39,7 @@ from .base import AuxContext, AuxNet, StepState, clone_module, ema_update, froze
 
 
 def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """Average-pool down, nearest-upsample up, identity when the size already matches."""
+    """Average pooling down, nearest upsampling up, identity when the size already matches."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if x.shape[-1] >= size[-1]:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..families import task_spec
 from ..graph import canonical_task
 
 
@@ -65,21 +66,29 @@ class Task(abc.ABC):
 
     name: str = ""
     metric: str = ""  # the score the search maximises
-    dense: bool = False  # aux nets end with the task's light head (not the family's classifier)
     simulatable: bool = True  # can a step run on fake tensors (no data-dependent shapes)?
-    arg_defaults: Mapping[str, Any] = {}  # families.TASK_ARGS[name]: filled by canonical_task
+
+    @property
+    def dense(self) -> bool:
+        """Aux nets end with the task's light head, not a family's classifier (the task table's flag)."""
+        return task_spec(self.name).dense
+
+    @property
+    def arg_defaults(self) -> Mapping[str, Any]:
+        """The real head's arguments with their defaults (the task table's; filled by canonical_task)."""
+        return task_spec(self.name).args
 
     # -------------------------------------------------------------- design and data
 
+    positive_args: tuple[str, ...] = ()  # head arguments that must be integers >= 1
+
     def check_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """The design's ``task.args`` with defaults filled; unknown keys refused (as in a design file)."""
-        return canonical_task({"name": self.name, "args": dict(args)})["args"]
-
-    @staticmethod
-    def require_positive_ints(args: Mapping[str, Any], keys: Sequence[str]) -> None:
-        for k in keys:
-            if not isinstance(args[k], int) or isinstance(args[k], bool) or args[k] < 1:
-                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {args[k]!r}")
+        a = canonical_task({"name": self.name, "args": dict(args)})["args"]
+        for k in self.positive_args:
+            if not isinstance(a[k], int) or isinstance(a[k], bool) or a[k] < 1:
+                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {a[k]!r}")
+        return a
 
     @abc.abstractmethod
     def load_data(self, cfg: Mapping | None, key: str = "data"):

@@ -31,7 +31,6 @@ from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, 
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
 
@@ -130,14 +129,8 @@ class LocalDetectionHead(nn.Module):
 class Detection(Task):
     name = "detection"
     metric = "map"
-    dense = True
     simulatable = False  # FCOS's target assignment has data-dependent shapes
-    arg_defaults = TASK_ARGS["detection"]
-
-    def check_args(self, args: Mapping) -> dict:
-        a = super().check_args(args)
-        self.require_positive_ints(a, ("levels", "fpn_channels", "head_convs", "detections_per_img"))
-        return a
+    positive_args = ("levels", "fpn_channels", "head_convs", "detections_per_img")
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
         from .detection_data import load_detection_data

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from ..families import TASK_ARGS
 from .base import FinalHead, Task, level_taps
 
 IGNORE = 255
@@ -67,13 +66,7 @@ class LocalSegmentationHead(nn.Module):
 class Segmentation(Task):
     name = "segmentation"
     metric = "miou"
-    dense = True
-    arg_defaults = TASK_ARGS["segmentation"]
-
-    def check_args(self, args: Mapping) -> dict:
-        a = super().check_args(args)
-        self.require_positive_ints(a, ("levels", "decoder_channels"))
-        return a
+    positive_args = ("levels", "decoder_channels")
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
         from .segmentation_data import load_segmentation_data

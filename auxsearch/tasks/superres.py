@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..families import TASK_ARGS
 from .base import FinalHead, OutputShift, Task
 
 SCALES = (2, 3, 4)
@@ -70,8 +69,6 @@ class LocalReconstructionHead(nn.Module):
 class SuperResolution(Task):
     name = "superres"
     metric = "psnr"
-    dense = True
-    arg_defaults = TASK_ARGS["superres"]
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)
