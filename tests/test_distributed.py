@@ -39,9 +39,9 @@ def check_parallel_run(run_dir: Path, n_trials: int, capsys) -> None:
     assert sum(r["is_e2e"] for r in finished) == 1
     assert main(["show", str(run_dir), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert shown["front"] == json.loads(json.dumps(pareto_front(recs)))
+    assert [e["trial"] for e in shown["front"]] == [r["number"] for r in pareto_front(recs)]
     front_file = yaml.safe_load((run_dir / "pareto.yaml").read_text())["front"]
-    assert [e["trial"] for e in front_file] == [r["number"] for r in shown["front"]]
+    assert [e["trial"] for e in front_file] == [e["trial"] for e in shown["front"]]
     st = optuna.load_study(study_name=meta["name"], storage=open_storage(meta["storage"]))
     workers = {t.user_attrs.get("worker") for t in st.trials if t.state.is_finished()}
     seeds = {t.user_attrs.get("worker"): t.user_attrs.get("sampler_seed") for t in st.trials}

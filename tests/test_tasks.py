@@ -163,7 +163,8 @@ def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
     study = {"name": "seg", "task": {"name": "segmentation", "args": {"levels": 2, "decoder_channels": 16}},
              "data": SCENES, "backbone": {"name": "resnet8"}, "search_space": space,
              "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.003},
-             "pruning": {"enabled": False}, "n_trials": 4, "output": "run", "enqueue": ["man_k4"]}
+             "pruning": {"enabled": False}, "n_trials": 4, "output": "run", "enqueue": ["man_k4"],
+             "confirm": {"seeds": 1, "max_designs": 1}}
     (tmp_path / "seg.yaml").write_text(yaml.safe_dump(study))
     run = subprocess.run([sys.executable, "-m", "auxsearch", "run", str(tmp_path / "seg.yaml")],
                          capture_output=True, text=True, timeout=600)
@@ -171,6 +172,8 @@ def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
     rows = (tmp_path / "run" / "trials.csv").read_text().splitlines()
     assert "metric:miou" in rows[0] and "metric:pixel_accuracy" in rows[0] and len(rows) == 5
     assert "maximise <b>mIoU</b>" in (tmp_path / "run" / "report.html").read_text()
+    front = yaml.safe_load((tmp_path / "run" / "pareto.yaml").read_text())
+    assert front["front_kind"] == "confirmed" and front["e2e_reference"]["confirmed"]["test_scores"]["miou"]
     exported = tmp_path / "best.yaml"
     out = subprocess.run([sys.executable, "-m", "auxsearch", "export", str(tmp_path / "run"), "-o", str(exported)],
                          capture_output=True, text=True, timeout=120)
@@ -194,7 +197,7 @@ def _shipped_study_on_tiny_files(tmp_path, name: str, **over) -> Path:
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "studies" / f"{name}.yaml").read_text())
     raw["search_space"] = str(Path(__file__).resolve().parents[1] / "search_spaces" / Path(raw["search_space"]).name)
     raw.update(train={"epochs": 1, "batch_size": 2, "optimizer": "adamw", "lr": 1e-3, "device": "cpu"},
-               n_trials=2, pruning={"enabled": False}, enqueue=[], output="../run", **over)
+               n_trials=2, pruning={"enabled": False}, enqueue=[], output="../run", confirm={"seeds": 0}, **over)
     (tmp_path / "studies").mkdir()
     path = tmp_path / "studies" / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -226,6 +229,21 @@ def test_shipped_real_data_studies_run_on_files_in_their_layout(tmp_path, name):
                          timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert len((tmp_path / "run" / "trials.csv").read_text().splitlines()) == 3
+    # every path key of the data block (root, or DIV2K's train_hr/train_lr/test_hr/test_lr) travels with an
+    # exported design: move the file far from the study folder and train it there.
+    elsewhere = tmp_path / "elsewhere" / "deeper"
+    elsewhere.mkdir(parents=True)
+    cmd = [sys.executable, "-m", "auxsearch"]
+    out = subprocess.run([*cmd, "export", str(tmp_path / "run"), "-o", str(tmp_path / "best.yaml")],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (tmp_path / "best.yaml").rename(elsewhere / "best.yaml")
+    data = yaml.safe_load((elsewhere / "best.yaml").read_text())["data"]
+    path_keys = [k for k, v in data.items() if isinstance(v, str) and "/" in v]
+    assert path_keys and all(Path(data[k]).is_absolute() for k in path_keys), data
+    out = subprocess.run([*cmd, "train", str(elsewhere / "best.yaml"), "--epochs", "1", "--json"], cwd=elsewhere,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
 
 
 def test_a_global_end_leaves_the_real_heads_running_statistics_to_the_real_path():

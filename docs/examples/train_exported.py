@@ -4,7 +4,8 @@
 
 Everything auxsearch-specific is three calls: load_design, build and
 train_step (which runs the modules one after another, each with its own
-backward). The data, the loop and the evaluation are yours.
+backward). The data, the loop and the evaluation are yours. As in a search,
+the loop watches the validation split; test is scored once, at the end.
 """
 
 from __future__ import annotations
@@ -37,10 +38,12 @@ def main(argv: list[str] | None = None) -> float:
         for images, labels in train:
             _, losses = auxsearch.train_step(model, opt, images, labels)  # one loss per module
             sched.step()
-        scores = auxsearch.evaluate(model, DataLoader(data.test, batch_size=512), torch.device("cpu"))
+        scores = auxsearch.evaluate(model, DataLoader(data.val, batch_size=512), torch.device("cpu"))
         accuracy = scores["accuracy"]  # a dict: every metric of the design's task
-        print(f"epoch {epoch + 1}: local losses {[round(float(v), 3) for v in losses]}, test accuracy {accuracy:.4f}")
-    return accuracy
+        print(f"epoch {epoch + 1}: local losses {[round(float(v), 3) for v in losses]}, val accuracy {accuracy:.4f}")
+    test = auxsearch.evaluate(model, DataLoader(data.test, batch_size=512), torch.device("cpu"))["accuracy"]
+    print(f"test accuracy {test:.4f}")
+    return test
 
 
 if __name__ == "__main__":
