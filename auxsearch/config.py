@@ -112,6 +112,10 @@ class TrainConfig:
     device: str = spec("auto", choices=("auto", "cpu", "cuda"), help="auto: cuda when available")
     eval_batch_size: int = spec(512, "must be >= 1", positive, help="images per evaluation step")
     threads: int = spec(0, "must be >= 0", non_negative, help="CPU threads for torch (0: leave torch's default)")
+    bn_recalibration_batches: int = spec(8, "must be >= 0", non_negative,
+                                         help="precise BN: before each evaluation, recompute the running mean/var of "
+                                         "the backbone's and real head's BatchNorm layers on this many training "
+                                         "batches (weights untouched); 0: off, evaluate with the training-time EMA")
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
@@ -149,7 +153,8 @@ class MemoryConfig:
 @dataclass(frozen=True)
 class SamplerConfig:
     name: str = spec("tpe", choices=("tpe", "nsga2", "random", "gp", "grid"),
-                     help="Optuna sampler (nsga2 currently acts as random search: see docs/results.md)")
+                     help="Optuna sampler (nsga2 and gp evolve the parameters every searched trial shares: "
+                     "use splits: memory or balanced for a fixed-dimensional space)")
     seed: int = spec(0, "must be >= 0", non_negative, help="sampler seed (sequential runs are reproducible)")
     n_startup_trials: int = spec(6, "must be >= 0", non_negative, help="tpe/gp: random trials before modelling")
     population_size: int = spec(12, "must be >= 2", lambda v: v >= 2, help="nsga2: population size")
@@ -157,14 +162,20 @@ class SamplerConfig:
 
 @dataclass(frozen=True)
 class PruningConfig:
-    """Early stopping for multi-objective search (Optuna prunes single-objective only)."""
+    """Early stopping for multi-objective search (Optuna prunes single-objective only); validation scores only."""
 
-    enabled: bool = spec(True, help="stop trials whose accuracy curve is dominated")
-    warmup_epochs: int = spec(1, "must be >= 0", non_negative, help="never stop before this many epochs")
-    margin: float = spec(0.02, "must be >= 0", non_negative, help="score gap that counts as dominated")
+    enabled: bool = spec(True, help="stop trials early by the rule of `mode`")
+    mode: str = spec("dominated", choices=("dominated", "halving"),
+                     help="dominated: a rival with no more memory has a better curve; halving: multi-objective "
+                     "successive halving over epoch rungs (docs/methodology.md)")
+    warmup_epochs: int = spec(1, "must be >= 0", non_negative, help="dominated: never stop before this many epochs")
+    margin: float = spec(0.02, "must be >= 0", non_negative, help="dominated: score gap that counts as dominated")
     memory_tolerance: float = spec(0.0, "must be >= 0", non_negative,
-                                   help="a rival may use up to (1 + this) x the trial's memory (0: strict dominance)")
-    min_rivals: int = spec(1, "must be >= 1", positive, help="dominating trials needed to stop")
+                                   help="dominated: a rival may use up to (1 + this) x the trial's memory (0: strict dominance)")
+    min_rivals: int = spec(1, "must be >= 1", positive, help="dominated: dominating trials needed to stop")
+    min_epochs: int = spec(1, "must be >= 1", positive, help="halving: epochs before the first rung")
+    reduction_factor: int = spec(3, "must be >= 2", lambda v: v >= 2,
+                                 help="halving: eta; rungs at min_epochs x eta^k, the top 1/eta of a rung goes on")
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,20 @@ its design entry names, the last stage gets the task head. The local step
 computes the local loss and calls ``backward()`` at once, so stage k's
 activations are freed before stage k + 1 runs: peak memory follows the
 largest stage. K = 1 (no splits) is plain end-to-end backprop, the reference.
+:func:`recalibrate_bn` recomputes the inference path's BatchNorm statistics before an
+evaluation (precise BN), so a design scores what its weights are worth after a short run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable
+import random
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
@@ -28,8 +32,8 @@ from .errors import ConfigError
 from .graph import as_design, bounds
 from .tasks import ClassifierHead, FinalHead, OutputShift, get_task
 
-__all__ = ["ClassifierHead", "LocalNetwork", "build", "end_to_end", "evaluate", "local_step",
-           "make_optimizer", "resolve_device", "trace_shapes", "train_step"]
+__all__ = ["ClassifierHead", "LocalNetwork", "build", "end_to_end", "evaluate", "inference_batchnorms", "local_step",
+           "make_optimizer", "recalibrate_bn", "resolve_device", "trace_shapes", "train_step"]
 
 
 class LocalNetwork(nn.Module):
@@ -222,6 +226,91 @@ def evaluate(model: LocalNetwork, loader, device: torch.device) -> dict[str, flo
         return get_task(model.design["task"]["name"]).evaluate(model, loader, device)
     finally:
         model.train(was)
+
+
+def inference_batchnorms(model: nn.Module) -> list[nn.modules.batchnorm._BatchNorm]:
+    """The BatchNorm layers with running statistics that inference uses: backbone units and real head.
+
+    Aux nets (and their EMA / trainable copies of units) never run at evaluation, so their
+    layers are not listed. A module that is not a :class:`LocalNetwork`: all of its layers.
+    """
+    roots = [model.stages, model.head] if isinstance(model, LocalNetwork) else [model]
+    seen: dict[int, nn.modules.batchnorm._BatchNorm] = {}
+    for root in roots:
+        for m in root.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+                seen.setdefault(id(m), m)
+    return list(seen.values())
+
+
+@contextlib.contextmanager
+def _private_rng(seed: int | None, device: torch.device):
+    """Global RNG draws inside leave the caller's streams (torch CPU/CUDA, ``random``, numpy) as they were."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device.type == "cuda" else []
+    py, npy = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            if seed is not None:
+                torch.default_generator.manual_seed(seed)  # CPU only: data transforms draw here
+            yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable, device: torch.device | str,
+                   seed: int | None = None) -> int:
+    """Precise BN: recompute the inference path's BatchNorm statistics on ``batches``; returns the batch count.
+
+    After a short training run the running mean/var (an EMA with momentum 0.1) lag behind
+    the weights, and a local design scores near chance in eval mode. This resets the
+    running statistics of :func:`inference_batchnorms`, sets cumulative averaging
+    (``momentum=None``: every batch weighs the same), runs the inference forward over
+    ``batches`` with those BatchNorm layers in train mode and everything else in eval mode
+    (dropout / drop-path off, as at evaluation), then restores each layer's momentum,
+    ``num_batches_tracked`` and every module's train/eval flag. A layer the forward never
+    reached keeps its old statistics.
+
+    No parameter changes, no gradient is computed, no optimizer is involved. ``batches``
+    yields ``(image, target)`` pairs (targets are ignored, whatever they are) or bare
+    images. Iterating it may draw from the global RNGs (augmentations, random patches):
+    those draws happen on private copies of the torch / ``random`` / numpy generators, so
+    the caller's training stream is unchanged; with ``seed`` the private torch CPU
+    generator is seeded first, so the draws are reproducible.
+    """
+    device = torch.device(device)
+    bns = inference_batchnorms(model)
+    if not bns:
+        return 0
+    modes = [(m, m.training) for m in model.modules()]
+    saved = [(bn, bn.momentum, bn.num_batches_tracked.clone(), bn.running_mean.clone(), bn.running_var.clone())
+             for bn in bns]
+    count, done = 0, False
+    try:
+        model.eval()
+        for bn in bns:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative moving average over the batches
+            bn.train()
+        with _private_rng(seed, device):
+            for batch in batches:
+                x = batch[0] if isinstance(batch, tuple | list) else batch
+                model(x.to(device, non_blocking=True))
+                count += 1
+        done = True
+    finally:
+        for bn, momentum, tracked, mean, var in saved:
+            # not reached, no batch at all, or the pass failed: keep the old statistics
+            if not done or int(bn.num_batches_tracked) == 0:
+                bn.running_mean.copy_(mean)
+                bn.running_var.copy_(var)
+            bn.momentum = momentum
+            bn.num_batches_tracked.copy_(tracked)
+        for m, training in modes:
+            m.training = training
+    return count
 
 
 def end_to_end(design: Any) -> dict:
