@@ -6,11 +6,17 @@ Every dimension is written one of three ways::
     width: [16, 32, 64]             # categorical choices
     depth: {low: 1, high: 3}        # an int or float range (``log: true``, ``step``)
 
-Parameter names are stable and readable: ``K``, ``split_1`` .. ``split_{K-1}``,
-``aux.family``, ``aux.depth``, ... (or ``aux0.family``, ``aux1.family`` with
-``per_module: true``). The dimensions, their rules and defaults, and when each option
-is asked all come from the aux family specs (``auxsearch.families``). A space is testable
-without a study: ``suggest_design(optuna.trial.FixedTrial({...}), space, base)``.
+Parameter names are stable and readable: ``K``, ``split_1`` .. ``split_{K-1}``
+(``splits: free``) or ``skew`` (``splits: memory``), ``aux.family``, ``aux.depth``, ...
+(or ``aux0.family``, ``aux1.family`` with ``per_module: true``). The dimensions, their
+rules and defaults, and when each option is asked all come from the aux family specs
+(``auxsearch.families``). A space is testable without a study:
+``suggest_design(optuna.trial.FixedTrial({...}), space, base)``.
+
+Split points: ``free`` searches them; ``balanced`` gives every module 1/K of the activation
+memory (``unit_costs``); ``memory`` searches one ``skew`` that moves all the boundaries of
+the balanced placement together (:func:`memory_splits`), so every trial has the same
+parameters whatever its K.
 """
 
 from __future__ import annotations
@@ -32,7 +38,13 @@ from .families import (
     searchable,
     task_spec,
 )
-from .spec import Option, Rule, TaskSpec, at_least
+from .spec import Option, Rule, TaskSpec, at_least, within
+
+SPLIT_MODES = ("free", "balanced", "memory")
+# splits: memory: at skew s each boundary's memory quantile m/K has its odds multiplied by
+# SKEW_ODDS ** s (s = +-1: by 4 or by 1/4). K = 2 puts its boundary between 20% and 80%
+# of the activation memory; K = 5 gives the first module 6% to 50% of it.
+SKEW_ODDS = 4.0
 
 
 @dataclass(frozen=True)
@@ -117,12 +129,17 @@ class DimSpec:
 def dimensions() -> dict[str, DimSpec]:
     """Every search-space key besides ``splits`` and ``per_module``, from the family specs.
 
-    ``modules`` and ``families`` first, then one dimension per searchable option name
-    (families that share a name share its dimension), the wiring options last.
+    ``modules``, ``skew`` (``splits: memory`` only) and ``families`` first, then one dimension
+    per searchable option name (families that share a name share its dimension), the wiring
+    options last.
     """
     names = family_names()
     dims = {"modules": DimSpec(int, {"low": 2, "high": 4}, at_least(1),
                                "K, the number of gradient-isolated modules (K = 1 is end to end)"),
+            "skew": DimSpec(float, {"low": -1.0, "high": 1.0}, within(-1, 1),
+                            "splits: memory only: boundary m at the activation-memory quantile whose odds are "
+                            f"(m / (K - m)) * {SKEW_ODDS:g}^skew (0: balanced; < 0 towards the input, > 0 the "
+                            "output)"),
             "families": DimSpec(str, list(names), Rule(lambda v: v in family_names(), f"must be one of {known(names)}"),
                                 "aux families to choose from")}
     for name, opt in searchable().items():
@@ -134,7 +151,7 @@ def dimensions() -> dict[str, DimSpec]:
 class SearchSpace:
     """What a study may vary. Defaults give the full space of the registered families."""
 
-    splits: str = "free"  # free: split points searched; balanced: placed by activation memory
+    splits: str = "free"  # free: split points searched; balanced / memory (+ skew): placed by activation memory
     per_module: bool = False  # one aux choice per module instead of one shared by all
     dims: dict[str, Dim] = field(default_factory=dict)
 
@@ -155,12 +172,16 @@ def parse_space(raw: Mapping | None, key: str = "search_space") -> SearchSpace:
     if unknown:
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {known(allowed)}")
     splits = raw.pop("splits", "free")
-    if splits not in ("free", "balanced"):
-        raise ConfigError(f"{key}.splits", f"must be free or balanced, got {splits!r}")
+    if splits not in SPLIT_MODES:
+        raise ConfigError(f"{key}.splits", f"must be free, balanced or memory, got {splits!r}")
+    if "skew" in raw and splits != "memory":
+        raise ConfigError(f"{key}.skew", f"only applies with splits: memory (splits is {splits})")
     per_module = raw.pop("per_module", False)
     if not isinstance(per_module, bool):
         raise ConfigError(f"{key}.per_module", f"must be true or false, got {per_module!r}")
     dims = {name: parse_dim(f"{key}.{name}", raw.get(name, d.default), d.kind, d.rule) for name, d in specs.items()}
+    if splits != "memory":
+        dims["skew"] = Dim(fixed=0.0)  # not searched: free splits have no skew, balanced is skew 0
     return SearchSpace(splits=splits, per_module=per_module, dims=dims)
 
 
@@ -207,13 +228,46 @@ def check_space_task(space: SearchSpace, task: str, key: str = "search_space") -
 
 def balanced_splits(costs: Sequence[float], k: int) -> list[int]:
     """Split points that give each of ``k`` modules about the same total cost."""
-    n = len(costs)
     total = float(sum(costs))
+    return _splits_at(costs, k, [total * m / k for m in range(1, k)])
+
+
+def memory_quantiles(k: int, skew: float) -> list[float]:
+    """The shares of the total cost at which ``splits: memory`` puts boundaries 1 .. k-1.
+
+    Boundary m sits at the quantile x = m / k (balanced) with its odds x / (1 - x) multiplied
+    by t = SKEW_ODDS ** skew: q = t x / (1 + (t - 1) x). The map is increasing in x (the
+    boundaries keep their order) and in ``skew`` (every boundary moves towards the output, the
+    first module grows; a negative skew moves them towards the input); skew 0 is the identity
+    and -skew mirrors skew (q(1 - x, -s) = 1 - q(x, s)).
+    """
+    t = SKEW_ODDS ** skew
+    return [t * (m / k) / (1.0 + (t - 1.0) * (m / k)) for m in range(1, k)]
+
+
+def memory_splits(costs: Sequence[float], k: int, skew: float = 0.0) -> list[int]:
+    """``splits: memory``: boundary m after the first unit where the cumulative cost reaches quantile q_m.
+
+    ``costs`` are activation elements per unit; q_m are :func:`memory_quantiles`. Skew 0 is
+    :func:`balanced_splits` exactly. Always ``k - 1`` strictly increasing split points in
+    ``1 .. len(costs) - 1`` (``k <= len(costs)``): a unit crossing several quantiles takes
+    one boundary and the next ones follow on the next units, and where the units run out
+    (very uneven costs, large K) the free indices nearest the output are used.
+    """
+    if skew == 0:
+        return balanced_splits(costs, k)
+    total = float(sum(costs))
+    return _splits_at(costs, k, [total * q for q in memory_quantiles(k, skew)])
+
+
+def _splits_at(costs: Sequence[float], k: int, targets: Sequence[float]) -> list[int]:
+    """Split point m after the first unit whose cumulative cost reaches ``targets[m]`` (one per unit)."""
+    n = len(costs)
     splits: list[int] = []
     acc = 0.0
     for i, c in enumerate(costs[:-1]):
         acc += c
-        if len(splits) < k - 1 and acc >= total * (len(splits) + 1) / k:
+        if len(splits) < k - 1 and acc >= targets[len(splits)]:
             splits.append(i + 1)
     while len(splits) < k - 1:  # too few crossings (very uneven costs): fill from the end
         cand = next(j for j in range(n - 1, 0, -1) if j not in splits)
@@ -227,6 +281,8 @@ def suggest_design(trial, space: SearchSpace, base: Mapping, unit_costs: Sequenc
     k = space.dim("modules").suggest(trial, "K")
     if space.splits == "balanced":
         splits = balanced_splits(unit_costs, k)
+    elif space.splits == "memory":  # skew is asked for every K: each trial has the same parameters (NSGA-II)
+        splits = memory_splits(unit_costs, k, space.dim("skew").suggest(trial, "skew"))
     else:
         splits, prev = [], 0
         for i in range(1, k):
@@ -266,15 +322,17 @@ def _ask(trial, dim: Dim, name: str, opt: Option, module: int | None) -> Any:
 
 
 def grid(space: SearchSpace, base: Mapping) -> dict[str, list]:
-    """Every parameter a grid sampler can take; only finite spaces with balanced splits qualify."""
-    if space.splits != "balanced":
-        raise ConfigError("search_space.splits", "the grid sampler needs splits: balanced (free split "
-                          "points have ranges that depend on K)")
+    """Every parameter a grid sampler can take; only finite spaces with balanced or memory splits qualify."""
+    if space.splits == "free":
+        raise ConfigError("search_space.splits", "the grid sampler needs splits: balanced or memory (free "
+                          "split points have ranges that depend on K)")
     named = {"K": space.dim("modules")}
+    if space.splits == "memory":
+        named["skew"] = space.dim("skew")
     prefixes = [f"aux{m}." for m in range(max(space.dim("modules").values()) - 1)] if space.per_module else ["aux."]
     for p in prefixes:
         for name in dimensions():
-            if name != "modules":
+            if name not in ("modules", "skew"):
                 named[p + ("family" if name == "families" else name)] = space.dim(name)
     out = {}
     for name, dim in named.items():
