@@ -10,6 +10,8 @@ from pathlib import Path
 from .errors import AuxsearchError
 
 EXIT_USER_ERROR = 2
+EXPORT_FORMATS = ("design", "script", "infopro", "auglocal")
+SHOW_FORMATS = ("table", "json", "csv", "markdown")
 
 
 def _add_train(sub) -> None:
@@ -19,7 +21,9 @@ def _add_train(sub) -> None:
     p.add_argument("--batch-size", type=int, help="override the design's train.batch_size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
     p.add_argument("--seed", type=int, help="override train.seed")
-    p.add_argument("--save", type=Path, help="write the trained weights (state_dict) to this .pt file")
+    p.add_argument("--save", type=Path, help="a .pt file: write the trained weights (state_dict) there; a folder: "
+                   "DIR/last.pt after every epoch (weights, optimizer, schedule, RNG) and DIR/model.pt at the end")
+    p.add_argument("--resume", action="store_true", help="with --save DIR: go on from DIR/last.pt when it exists")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_train)
 
@@ -67,7 +71,10 @@ def _add_run(sub) -> None:
 def _add_run_readers(sub) -> None:
     p = sub.add_parser("show", help="print the Pareto front of a run folder")
     p.add_argument("run_dir", type=Path)
-    p.add_argument("--json", action="store_true", help="one JSON object: front, E2E reference, counts")
+    p.add_argument("--format", choices=SHOW_FORMATS,
+                   help="table (default); json: one object with front, E2E reference, counts; csv / markdown: "
+                        "the front and the E2E reference as rows, for a paper or a notebook")
+    p.add_argument("--json", action="store_true", help="the same as --format json")
     p.set_defaults(func=cmd_show)
     p = sub.add_parser("confirm", help="retrain a run's front and E2E with more seeds (resumes; extends with --seeds)")
     p.add_argument("run_dir", type=Path)
@@ -79,9 +86,14 @@ def _add_run_readers(sub) -> None:
     p = sub.add_parser("plot", help="(re)write report.html and the other outputs of a run folder")
     p.add_argument("run_dir", type=Path)
     p.set_defaults(func=cmd_plot)
-    p = sub.add_parser("export", help="write one design of a run as a self-contained design file")
-    p.add_argument("run_dir", type=Path)
-    p.add_argument("-o", "--output", type=Path, required=True, help="design file to write")
+    p = sub.add_parser("export", help="write one design of a run as a design file, a training script or a "
+                                      "repository's split table")
+    p.add_argument("run_dir", type=Path, help="a run folder (or one design file, to convert it)")
+    p.add_argument("--format", choices=EXPORT_FORMATS, default="design",
+                   help="design: a design file (default); script: an editable training script; infopro / "
+                        "auglocal: the split points as that repository's table entry, printed")
+    p.add_argument("-o", "--output", type=Path,
+                   help="file to write (needed for design and script; infopro / auglocal print, and write it too)")
     pick = p.add_mutually_exclusive_group()
     pick.add_argument("--trial", type=int, help="this trial number")
     pick.add_argument("--max-memory", help="the best-scoring Pareto design within this peak (e.g. 2MiB)")
@@ -123,13 +135,21 @@ def cmd_train(args) -> int:
     for name in ("epochs", "batch_size", "device", "seed"):
         if getattr(args, name) is not None:
             recipe[name] = getattr(args, name)
+    folder = args.save if args.save is not None and args.save.suffix != ".pt" else None
+    if args.resume and folder is None:
+        raise AuxsearchError("--resume: give the checkpoint folder with --save DIR (a folder, not a .pt file)")
+    if folder is not None and folder.exists() and not folder.is_dir():
+        raise AuxsearchError(f"--save: {folder} is a file; give a folder for checkpoints or a .pt file for weights")
+    if args.resume and not (folder / "last.pt").is_file():
+        print(f"no checkpoint in {folder} yet: training from epoch 1", file=sys.stderr)
     result = fit(design, train=from_mapping(TrainConfig, recipe, "train"), base_dir=args.design.parent,
-                 progress=not args.json or sys.stderr.isatty())
+                 progress=not args.json or sys.stderr.isatty(), checkpoint_dir=folder, resume=args.resume)
     if args.save:
         import torch
 
-        args.save.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(result.model.state_dict(), args.save)
+        weights = folder / "model.pt" if folder is not None else args.save
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(result.model.state_dict(), weights)
     out = result.as_dict()
     if args.json:
         print(json.dumps(out))
@@ -253,13 +273,19 @@ def cmd_worker(args) -> int:
 def cmd_show(args) -> int:
     from . import report, rundir
 
+    fmt = args.format or ("json" if args.json else "table")
+    if args.json and fmt != "json":
+        raise AuxsearchError(f"--json is --format json; it cannot go with --format {fmt}")
     meta, records = rundir.load_run(args.run_dir)
-    if args.json:
-        from .pareto import choice_front, confirmed, e2e_record, pareto_front
+    if fmt == "table":
+        print(report.pareto_table(records, meta["metric"]))
+        return 0
+    from .pareto import choice_front, confirmed, e2e_record, pareto_front
 
-        e2e = e2e_record(records)
-        e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
-        ref = e2e["peak_memory_bytes"] if e2e else None
+    e2e = e2e_record(records)
+    e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
+    ref = e2e["peak_memory_bytes"] if e2e else None
+    if fmt == "json":
         counts: dict[str, int] = {}
         for r in records:
             counts[r["state"]] = counts.get(r["state"], 0) + 1
@@ -268,9 +294,58 @@ def cmd_show(args) -> int:
                           "e2e_reference": rundir.front_entry(e2e, ref) if e2e else None,
                           "front": [rundir.front_entry(r, ref) for r in choice_front(records)],
                           "search_front": [rundir.front_entry(r, ref) for r in pareto_front(records)]}))
+        return 0
+    front = choice_front(records)
+    on_front = e2e is not None and any(r["number"] == e2e["number"] for r in front)
+    rows = [_front_row(e2e, ref, "E2E reference" + (", on the front" if on_front else ""))] if e2e else []
+    rows += [_front_row(r, ref, "front") for r in front if not (e2e and r["number"] == e2e["number"])]
+    if fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(sys.stdout, fieldnames=_FRONT_COLUMNS, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
     else:
-        print(report.pareto_table(records, meta["metric"]))
+        print(_markdown(rows, meta["metric"], "confirmed" if confirmed(records) else "search (single seed)"))
     return 0
+
+
+# show --format csv / markdown: one row per design, the E2E reference first (raw numbers in csv).
+_FRONT_COLUMNS = ("role", "trial", "K", "splits", "families", "peak_memory_bytes", "ratio_to_e2e_memory", "val_score",
+                  "seeds", "val_mean", "val_std", "test_mean", "test_std", "design_hash")
+
+
+def _front_row(r: dict, e2e_peak: int | None, role: str) -> dict:
+    from .rundir import front_entry
+
+    e = front_entry(r, e2e_peak)
+    c = e["confirmed"] or {}
+    design = r.get("design") or {}
+    return {"role": role, "trial": e["trial"], "K": e["K"], "splits": " ".join(map(str, design.get("splits", []))),
+            "families": " ".join(sorted({a["family"] for a in design.get("aux", [])})) or "-",
+            "peak_memory_bytes": e["peak_memory_bytes"], "ratio_to_e2e_memory": e["ratio_to_e2e_memory"],
+            "val_score": e["val_score"], "seeds": len(c.get("seeds", [])) or None,
+            "val_mean": c.get("val_mean"), "val_std": c.get("val_std"), "test_mean": c.get("test_mean"),
+            "test_std": c.get("test_std"), "design_hash": e["design_hash"]}
+
+
+def _markdown(rows: list[dict], metric: str, kind: str) -> str:
+    def pm(mean, std):
+        return "" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+    confirmed = any(r["seeds"] for r in rows)
+    head = ["", "trial", "K", "splits", "aux", "peak memory", "x E2E memory", f"val {metric} (search)"]
+    head += [f"val {metric}", f"test {metric}", "seeds"] if confirmed else []
+    lines = [f"<!-- {kind} front; validation chooses, test reports (docs/methodology.md) -->",
+             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        ratio = "" if r["ratio_to_e2e_memory"] is None else f"{r['ratio_to_e2e_memory']:.2f}"
+        cells = [r["role"], str(r["trial"]), str(r["K"]), r["splits"] or "-", r["families"],
+                 _mib(r["peak_memory_bytes"]), ratio, f"{r['val_score']:.4f}"]
+        if confirmed:
+            cells += [pm(r["val_mean"], r["val_std"]), pm(r["test_mean"], r["test_std"]), str(r["seeds"] or "")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def cmd_plot(args) -> int:
@@ -284,16 +359,33 @@ def cmd_plot(args) -> int:
 
 def cmd_export(args) -> int:
     from .config import parse_bytes
-    from .export import export
+    from .export import export, pick, table_entry
 
     budget = parse_bytes("--max-memory", args.max_memory) if args.max_memory else None
-    rec, path = export(args.run_dir, args.output, trial=args.trial, max_memory=budget, knee_point=args.knee,
-                       best_score=args.best_score, allow_dominated=args.allow_dominated)
+    rule = {"trial": args.trial, "max_memory": budget, "knee_point": args.knee, "best_score": args.best_score,
+            "allow_dominated": args.allow_dominated}
+    if args.format in ("infopro", "auglocal"):
+        rec, design, _ = pick(args.run_dir, **rule)
+        text = table_entry(design, args.format).render()
+        print(text, end="")
+        if args.output:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(text)
+            print(f"# wrote {args.output}", file=sys.stderr)
+        return 0
+    if args.output is None:
+        raise AuxsearchError(f"-o/--output: --format {args.format} writes a file; name it, e.g. "
+                             + ("-o train_best.py" if args.format == "script" else "-o best.yaml"))
+    rec, path = export(args.run_dir, args.output, args.format, **rule)
+    how = f"run it with `python {path} --epochs 1`" if args.format == "script" else f"train it with `auxsearch train {path}`"
+    if rec is None:
+        print(f"wrote {path}; {how}")
+        return 0
     c = rec.get("confirmed")
     score = (f"val {c['val']['mean']:.4f} +- {c['val']['std']:.4f}, test {c['test']['mean']:.4f} +- "
              f"{c['test']['std']:.4f} over {len(c['seeds'])} seeds" if c else f"val {rec['score']:.4f} (one seed)")
     print(f"wrote {path}: trial {rec['number']}, K = {rec['K']}, {score}, "
-          f"peak {_mib(rec['peak_memory_bytes'])}; train it with `auxsearch train {path}`")
+          f"peak {_mib(rec['peak_memory_bytes'])}; {how}")
     return 0
 
 

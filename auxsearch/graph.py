@@ -36,7 +36,7 @@ from typing import Any
 import networkx as nx
 import yaml
 
-from . import families
+from . import families, split_tables
 from .errors import ConfigError, known
 
 VERSION = 1
@@ -104,7 +104,10 @@ def normalize(design: Mapping) -> dict[str, Any]:
     out["input_shape"] = [_check_int(f"input_shape.{i}", v, 1) for i, v in enumerate(shape)]
     out["num_classes"] = _check_int("num_classes", design["num_classes"], 1)
     n = out["num_units"] = _check_int("num_units", design["num_units"], 1)
-    out["splits"] = _splits(design.get("splits", []), n)
+    splits = design.get("splits", [])
+    if isinstance(splits, Mapping):  # a published table's form: {infopro: [...]} / {auglocal: [...]}
+        splits = split_tables.from_table(splits, out["backbone"]["name"], n)
+    out["splits"] = _splits(splits, n)
     aux = design.get("aux", [])
     if not isinstance(aux, list) or len(aux) != len(out["splits"]):
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
@@ -138,7 +141,8 @@ def canonical_backbone(b: Any) -> dict[str, Any]:
 
 def _splits(splits: Any, n: int) -> list[int]:
     if not isinstance(splits, list | tuple):
-        raise ConfigError("splits", f"must be a list of unit indices, got {splits!r}")
+        raise ConfigError("splits", f"must be a list of unit indices (or a table: {{infopro: [...]}}, "
+                          f"{{auglocal: [...]}}), got {splits!r}")
     prev = 0
     for i, s in enumerate(splits):
         _check_int(f"splits.{i}", s, 1)

@@ -7,6 +7,7 @@ an optional callback so a search can stop a trial early.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -79,9 +80,29 @@ def _eval_loader(split, data: ImageData, cfg: TrainConfig, device: torch.device)
                       collate_fn=data.collate)
 
 
+def _recalibration_loader(data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
+    """Shuffled training batches for precise BN, from a generator of their own.
+
+    The training loader's generator is never read, and :func:`engine.recalibrate_bn` draws any
+    augmentation on private RNG copies: the training run is the same with or without it. The
+    generator lives for the whole run, so each evaluation recomputes on fresh batches.
+    """
+    gen = torch.Generator().manual_seed(cfg.seed + 7919)  # any fixed seed apart from the training order's
+    return DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
+                      generator=gen, pin_memory=device.type == "cuda", collate_fn=data.collate)
+
+
+def _recalibrate(model, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> None:
+    seed = int(torch.randint(2**31 - 1, (), generator=loader.generator))  # reproducible augmentation draws
+    # a lazy generator: the loader is iterated only inside recalibrate_bn, on its private RNG
+    batches = (b for b in itertools.islice(loader, cfg.bn_recalibration_batches))
+    engine.recalibrate_bn(model, batches, device, seed=seed)
+
+
 def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageData | Mapping | None = None,
         base_dir: Path | None = None, progress: bool | str = False,
-        on_epoch: Callable[[TrainResult], bool] | None = None, final_test: bool = False) -> TrainResult:
+        on_epoch: Callable[[TrainResult], bool] | None = None, final_test: bool = False,
+        checkpoint_dir: Path | None = None, resume: bool = False) -> TrainResult:
     """Train ``design`` and score it on the validation split after every epoch.
 
     ``train`` / ``data`` default to the design's own recipe blocks.
@@ -89,6 +110,10 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     after every epoch and may return True to stop early (search pruning).
     The test split is read only with ``final_test=True``, once, after the last
     epoch (confirming a chosen design; a search never asks for it).
+    With ``train.bn_recalibration_batches`` > 0 the BatchNorm statistics of the inference
+    path are recomputed on that many training batches before each evaluation (precise BN,
+    :func:`engine.recalibrate_bn`); the test split is scored with the statistics the last
+    validation score was computed with (no training step comes between them).
     """
     d = as_design(design)
     cfg = train if isinstance(train, TrainConfig) else from_mapping(TrainConfig, train or d.get("train"), "train")
@@ -104,11 +129,16 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     model.set_normalization(data.mean, data.std)
     train_loader = _train_loader(data, cfg, device)
     val_loader = _eval_loader(data.val, data, cfg, device)
+    recal_loader = _recalibration_loader(data, cfg, device) if cfg.bn_recalibration_batches else None
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(train_loader))
     result = TrainResult(task.metric, 0.0, 0, "measured", 0, 0.0, design_hash(d), str(device))
     start = time.perf_counter()
     bar = _bar(cfg.epochs * len(train_loader), progress)
-    for epoch in range(cfg.epochs):
+    # checkpoint_dir: last.pt after every epoch; resume: go on from it (when it exists)
+    first = _resume(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg) if resume else 0
+    start -= result.seconds  # the time spent before a resume counts
+    bar.update(first * len(train_loader))
+    for epoch in range(first, cfg.epochs):
         model.train()
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for x, y in train_loader:
@@ -125,11 +155,16 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         if not bool(finite):
             bar.close()
             raise NonFiniteLoss(f"a local loss became NaN or inf in epoch {epoch + 1}")
+        if recal_loader is not None:
+            _recalibrate(model, recal_loader, cfg, device)
         result.scores = engine.evaluate(model, val_loader, device)
         score = result.scores[task.metric]
         result.history.append(score)
         result.epochs = epoch + 1
         bar.set_postfix({"epoch": epoch + 1, task.metric: f"{score:.4f}"})
+        if checkpoint_dir is not None:
+            _checkpoint(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg,
+                        time.perf_counter() - start)
         if on_epoch is not None and on_epoch(result):
             result.stopped_early = epoch + 1 < cfg.epochs
             break
@@ -147,3 +182,53 @@ def _bar(total: int, enabled: bool):
 
     return tqdm(total=total, disable=not enabled, desc="  epochs", unit="step", leave=False,
                 dynamic_ncols=True, position=1 if enabled == "nested" else 0)
+
+
+CHECKPOINT = "last.pt"  # in fit's checkpoint_dir
+
+
+def _checkpoint(folder: Path, model, opt, sched, result: TrainResult, loaders: tuple, cfg: TrainConfig,
+                seconds: float) -> None:
+    """Everything the next epoch needs, to ``folder/last.pt``: weights, optimizer, schedule, RNG states,
+    history. Tensors and plain data only (``torch.load(..., weights_only=True)`` reads it); written whole,
+    then renamed, so a kill never leaves half a checkpoint."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    cuda = next(model.parameters()).device.type == "cuda"
+    state = {"epoch": result.epochs, "epochs": cfg.epochs, "steps_per_epoch": len(loaders[0]),
+             "design_hash": result.design_hash, "history": list(result.history), "scores": dict(result.scores),
+             "peak_memory_bytes": result.peak_memory_bytes, "seconds": seconds,
+             "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else [],
+                     "loaders": [None if g is None else g.generator.get_state() for g in loaders]}}
+    torch.save(state, folder / (CHECKPOINT + ".tmp"))
+    (folder / (CHECKPOINT + ".tmp")).replace(folder / CHECKPOINT)
+
+
+def _resume(folder: Path | None, model, opt, sched, result: TrainResult, loaders: tuple, cfg: TrainConfig) -> int:
+    """Load ``folder/last.pt`` (``weights_only=True``) into the run; the epochs it had done (0: no checkpoint)."""
+    from .errors import ConfigError
+
+    path = Path(folder or ".") / CHECKPOINT
+    if folder is None or not path.is_file():
+        return 0
+    device = next(model.parameters()).device
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["design_hash"] != result.design_hash:
+        raise ConfigError("--resume", f"{path} holds design {state['design_hash']}, not this one ({result.design_hash})")
+    if (state["epochs"], state["steps_per_epoch"]) != (cfg.epochs, len(loaders[0])):
+        raise ConfigError("--resume", f"{path} was written for {state['epochs']} epochs of {state['steps_per_epoch']} "
+                          f"steps, not {cfg.epochs} of {len(loaders[0])}: resume with the same epochs and batch size")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] and device.type == "cuda":
+        torch.cuda.set_rng_state_all([s.cpu() for s in rng["cuda"]])
+    for loader, s in zip(loaders, rng["loaders"], strict=True):
+        if loader is not None and s is not None:
+            loader.generator.set_state(s.cpu())
+    result.history, result.scores = list(state["history"]), dict(state["scores"])
+    result.peak_memory_bytes, result.epochs, result.seconds = state["peak_memory_bytes"], state["epoch"], state["seconds"]
+    return state["epoch"]
