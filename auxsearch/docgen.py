@@ -45,8 +45,9 @@ def _search_space() -> list[str]:
             "Each dimension is a value (fixed), a list (categorical) or `{low, high, log, step}` (a range).",
             "An option is asked only where it applies (below), so one network is one trial.", "",
             "| key | type | default | rule | meaning |", "|---|---|---|---|---|",
-            "| `splits` | str | `free` | free or balanced | free: split points `split_1..split_{K-1}` searched; "
-            "balanced: placed so modules hold equal activation memory |",
+            "| `splits` | str | `free` | free, balanced or memory | free: split points `split_1..split_{K-1}` searched; "
+            "balanced: placed so modules hold equal activation memory; memory: the balanced placement moved by one "
+            "searched `skew` (every trial has the same parameters) |",
             "| `per_module` | bool | `false` | true or false | one aux choice per module (`aux0.family`, ...) instead "
             "of one shared (`aux.family`) |"]
     for name, d in dimensions().items():

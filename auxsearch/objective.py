@@ -21,6 +21,7 @@ from . import memory
 from .engine import build, end_to_end, resolve_device
 from .graph import design_hash, normalize
 from .isolation import fit_in_subprocess, is_out_of_memory, peak_reached
+from .pareto import halving_keeps, rungs
 from .space import suggest_design
 from .training import NonFiniteLoss, TrainResult, fit, resolve_data_cfg
 
@@ -110,7 +111,8 @@ class Objective:
             return self._out_of_memory(trial, design, exc, simulated)
         peak = simulated if run.cfg.memory.mode == "simulated" else result.peak_memory_bytes
         for key, value in (("history", result.history), ("seconds", result.seconds), ("scores", result.scores),
-                           ("peak_memory_bytes", peak), ("device", result.device), ("parameters", n_params)):
+                           ("peak_memory_bytes", peak), ("device", result.device), ("parameters", n_params),
+                           ("measured_peak_bytes", result.peak_memory_bytes)):
             trial.set_user_attr(key, value)
         if result.stopped_early:
             raise optuna.TrialPruned(trial.user_attrs.get("reason", "dominated"))
@@ -171,32 +173,57 @@ class Objective:
         return self._values(-math.inf, math.inf if peak is None else peak, math.inf, n_params)
 
     def _pruner(self, trial: optuna.Trial):
-        """Stop a trial whose validation curve is dominated: a rival with no more memory, better by the margin.
+        """Stop a trial early by the study's rule, on validation scores; memory compared in one unit.
 
-        Memory is compared in one unit: simulated peaks with simulated peaks in simulated mode,
-        measured with measured otherwise (the trial's own peak is measured in its first step).
+        Memory is the trial's scored peak: simulated in simulated mode, the measured first step
+        otherwise (known after its first epoch). The E2E reference is never stopped.
         """
         p = self.run.cfg.pruning
         simulated_mode = self.run.cfg.memory.mode == "simulated"
+        decide = self._halving if p.mode == "halving" else self._dominated
 
         def on_epoch(result: TrainResult) -> bool:
-            trial.set_user_attr("history", list(result.history))
-            epoch = len(result.history)
-            if not p.enabled or trial.user_attrs.get("is_e2e") or epoch <= p.warmup_epochs:
-                return False
             mine = trial.user_attrs["simulated_peak_bytes"] if simulated_mode else result.peak_memory_bytes
-            limit = mine * (1 + p.memory_tolerance)
-            rivals = [t.number for t in trial.study.get_trials(deepcopy=False, states=(COMPLETE,))
-                      if feasible(t) and t.values[1] <= limit and len(t.user_attrs.get("history", [])) >= epoch
-                      and t.user_attrs["history"][epoch - 1] >= result.history[-1] + p.margin]
-            if len(rivals) >= p.min_rivals:
-                room = "no more memory" if p.memory_tolerance == 0 else f"at most {1 + p.memory_tolerance:g}x its memory"
-                trial.set_user_attr("reason", f"epoch {epoch}: validation {result.history[-1]:.4f} dominated by "
-                                    f"trials {rivals[:5]} (better by >= {p.margin:g} at the same epoch, {room})")
-                return True
-            return False
+            trial.set_user_attr("history", list(result.history))
+            trial.set_user_attr("peak_memory_bytes", mine)
+            if not p.enabled or trial.user_attrs.get("is_e2e"):
+                return False
+            return decide(trial, result.history, mine)
 
         return on_epoch
+
+    def _dominated(self, trial: optuna.Trial, history: list[float], mine: float) -> bool:
+        """A completed feasible rival with no more memory scored better by the margin at the same epoch."""
+        p = self.run.cfg.pruning
+        epoch = len(history)
+        if epoch <= p.warmup_epochs:
+            return False
+        limit = mine * (1 + p.memory_tolerance)
+        rivals = [t.number for t in trial.study.get_trials(deepcopy=False, states=(COMPLETE,))
+                  if feasible(t) and t.values[1] <= limit and len(t.user_attrs.get("history", [])) >= epoch
+                  and t.user_attrs["history"][epoch - 1] >= history[-1] + p.margin]
+        if len(rivals) >= p.min_rivals:
+            room = "no more memory" if p.memory_tolerance == 0 else f"at most {1 + p.memory_tolerance:g}x its memory"
+            trial.set_user_attr("reason", f"epoch {epoch}: validation {history[-1]:.4f} dominated by "
+                                f"trials {rivals[:5]} (better by >= {p.margin:g} at the same epoch, {room})")
+            return True
+        return False
+
+    def _halving(self, trial: optuna.Trial, history: list[float], mine: float) -> bool:
+        """At a rung, go on only in the top 1/eta of the trials that reached it (non-dominated rank first)."""
+        p = self.run.cfg.pruning
+        epoch = len(history)
+        if epoch not in rungs(p.min_epochs, p.reduction_factor, self.run.cfg.train.epochs):
+            return False
+        peers = [(t.user_attrs["history"][epoch - 1], t.user_attrs["peak_memory_bytes"])
+                 for t in trial.study.get_trials(deepcopy=False)
+                 if t.number != trial.number and not t.user_attrs.get("reused_from") and feasible(t)
+                 and len(t.user_attrs.get("history", [])) >= epoch and "peak_memory_bytes" in t.user_attrs]
+        if halving_keeps((history[-1], mine), peers, p.reduction_factor):
+            return False
+        trial.set_user_attr("reason", f"halving rung at epoch {epoch}: validation {history[-1]:.4f} at "
+                            f"{mine} B not in the top 1/{p.reduction_factor} of {len(peers) + 1} trials")
+        return True
 
 
 def _completed_twin(study: optuna.Study, h: str, number: int) -> optuna.trial.FrozenTrial | None:

@@ -44,7 +44,8 @@ class TrialRecord(TypedDict):
     number: int
     state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING
     score: float | None  # validation score (the objective); None unless COMPLETE
-    peak_memory_bytes: int | None
+    peak_memory_bytes: int | None  # the scored peak: measured, or simulated at the target scale
+    measured_peak_bytes: int | None  # the first step measured on the trial's own (proxy) scale
     seconds: float | None
     design_hash: str | None
     params: dict[str, Any]
@@ -220,3 +221,49 @@ def e2e_record(records: Iterable[TrialRecord]) -> TrialRecord | None:
     cands = [r for r in records if r.get("is_e2e") and finite(r.get("peak_memory_bytes"))]
     cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
     return cands[0] if cands else None
+
+
+# ----------------------------------------------------------------- successive halving
+
+def nondominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Rank 0 for the (score up, memory down) front, 1 for the front of the rest, ..."""
+    ranks = [-1] * len(points)
+    left = set(range(len(points)))
+    rank = 0
+    while left:
+        front = {i for i in left if not any(
+            points[j][0] >= points[i][0] and points[j][1] <= points[i][1] and points[j] != points[i] for j in left)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def halving_keeps(mine: tuple[float, float], others: Sequence[tuple[float, float]], eta: int,
+                  min_peers: int | None = None) -> bool:
+    """Does a trial at ``mine`` = (score, memory) go on past a rung that ``others`` also reached?
+
+    Multi-objective successive halving in the spirit of MO-ASHA (Schmucker et al. 2021): the
+    trials that reached the rung are ranked by non-dominated sorting on (validation score
+    at the rung's epoch, peak memory); within one rank, the higher score first, then the
+    lower memory (ties by arrival: the trial deciding now comes last). The top ``ceil(n / eta)``
+    go on. Until ``min_peers`` (default ``eta``) trials have reached the rung, every trial goes on:
+    an asynchronous rung never stops the first arrivals for lack of company.
+    """
+    points = [*others, mine]
+    n = len(points)
+    if n < (eta if min_peers is None else min_peers):
+        return True
+    ranks = nondominated_ranks(points)
+    order = sorted(range(n), key=lambda i: (ranks[i], -points[i][0], points[i][1], i == n - 1))
+    return order.index(n - 1) < math.ceil(n / eta)
+
+
+def rungs(min_epochs: int, eta: int, epochs: int) -> list[int]:
+    """Epochs after which halving decides: min_epochs, min_epochs * eta, ... below the last epoch."""
+    out, r = [], min_epochs
+    while r < epochs:
+        out.append(r)
+        r *= eta
+    return out

@@ -34,6 +34,7 @@ def _record(t: optuna.trial.FrozenTrial) -> TrialRecord:
     return {"number": t.number, "state": state,
             "score": t.values[0] if t.values and state == "COMPLETE" else None,
             "peak_memory_bytes": int(peak) if finite(peak) else None,
+            "measured_peak_bytes": ua.get("measured_peak_bytes"),
             "seconds": ua.get("seconds"), "design_hash": ua.get("design_hash"), "params": dict(t.params),
             "design": ua.get("design"), "is_e2e": bool(ua.get("is_e2e")), "K": ua.get("K"),
             "reused_from": ua.get("reused_from"), "history": list(ua.get("history", [])),

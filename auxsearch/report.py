@@ -79,7 +79,9 @@ def _search_rows(records: Sequence[Record], metric: str) -> tuple[list[str], lis
     rows.sort(key=lambda r: (r["peak_memory_bytes"], r["number"]))
     best = knee(front, score=lambda r: r["score"], memory=lambda r: r["peak_memory_bytes"]) if len(front) >= 3 else None
     base = e2e["peak_memory_bytes"] if e2e is not None else None
-    header = ["trial", "K", "families", f"val {metric}", "peak MiB", "vs E2E", "seconds", "design", "note"]
+    proxy = any(r.get("measured_peak_bytes") not in (None, r["peak_memory_bytes"]) for r in rows)
+    header = ["trial", "K", "families", f"val {metric}", "peak MiB", *(["proxy MiB"] if proxy else []), "vs E2E",
+              "seconds", "design", "note"]
     out = []
     for r in rows:
         done = r.get("state") == "COMPLETE"
@@ -88,7 +90,8 @@ def _search_rows(records: Sequence[Record], metric: str) -> tuple[list[str], lis
                                   (f"reuses #{r.get('reused_from')}", r.get("reused_from") is not None),
                                   (str(r.get("state")).lower(), not done)) if yes]
         cells = [str(r["number"]), str(_k(r) or "-"), families(r.get("design")), _num(r.get("score")),
-                 _num(r["peak_memory_bytes"], ".1f", MIB), _ratio(r["peak_memory_bytes"], base),
+                 _num(r["peak_memory_bytes"], ".1f", MIB),
+                 *([_num(r.get("measured_peak_bytes"), ".1f", MIB)] if proxy else []), _ratio(r["peak_memory_bytes"], base),
                  _num(r.get("seconds"), ".1f"), str(r.get("design_hash") or "-")]
         out.append((cells, ", ".join(notes)))
     return header, out

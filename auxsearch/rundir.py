@@ -96,7 +96,7 @@ def front_entry(r: TrialRecord, e2e_peak: int | None) -> dict:
     c = r.get("confirmed")
     return {"trial": r["number"], "K": r["K"], "design_hash": r["design_hash"], "is_e2e": r["is_e2e"],
             "val_score": r["score"], "val_scores": r.get("scores") or {},
-            "peak_memory_bytes": r["peak_memory_bytes"],
+            "peak_memory_bytes": r["peak_memory_bytes"], "measured_peak_bytes": r.get("measured_peak_bytes"),
             "ratio_to_e2e_memory": round(r["peak_memory_bytes"] / e2e_peak, 4) if e2e_peak else None,
             "seconds": r["seconds"], "over_budget": r.get("over_budget", False),
             "confirmed": None if not c else {
@@ -123,7 +123,7 @@ def _write_pareto(path: Path, meta: dict, records: list[TrialRecord], front: lis
 def _write_csv(path: Path, records: list[dict]) -> Path:
     names = sorted({k for r in records for k in r["params"]})
     metrics = sorted({k for r in records for k in r.get("scores", {})})  # every metric the task reports
-    cols = ["number", "state", "score", "peak_memory_bytes", "seconds", "design_hash", "K", "is_e2e",
+    cols = ["number", "state", "score", "peak_memory_bytes", "measured_peak_bytes", "seconds", "design_hash", "K", "is_e2e",
             "over_budget", "reused_from", "epochs", "reason", "confirm_seeds", "val_mean", "val_std",
             "test_mean", "test_std"]
     with path.open("w", newline="") as f:

@@ -1,21 +1,37 @@
-"""Search quality on a tabular benchmark: train every design of a small space once, replay samplers on it.
+"""Search quality with a ground truth: a tabular benchmark of the quickstart space, replayed by every sampler.
 
-Section ``search-quality`` of docs/results.md. Every distinct design of the space below is trained once
-(seed 0, the quickstart recipe, measured peak; cached in benchmarks/cache/search_quality_table.json), then
-tpe / nsga2 / random search it (5 seeds x 40 trials, E2E first), each design's result looked up in the table.
-Run: ``OMP_NUM_THREADS=1 python benchmarks/search_quality.py`` (``--retrain``: ignore the cache;
-``--quick``: a tiny space, 1 epoch, printed only, nothing written under docs/ or benchmarks/cache/).
+1. **The table** (cached in ``benchmarks/cache/search_quality_table.json``; ``--retrain`` rebuilds it):
+   every design of a finite version of the quickstart space with ``splits: memory`` (K 2-6, three
+   skews, four families, two widths) and the E2E reference, trained once with the quickstart
+   recipe on digits at their native 8 x 8 (the quickstart uses 16 x 16). Per design: the validation curve (every epoch, scored twice: with the BN statistics
+   as training left them, and after precise-BN recalibration; the training path is the same for
+   both, the BN buffers are restored after the second score), the final test score and the
+   measured peak of the first step.
+2. **The replay**: each sampler (random, tpe, nsga2, gp) with full-budget trials and with
+   multi-objective successive halving, plus ``default`` (what a study that names nothing gets:
+   the default sampler and the default pruning rule), over ``--seeds`` sampler seeds; the E2E
+   reference is trial 0 as in a study. A trial costs the epochs it trained. Measures:
+   **epochs to reach 95% of the true front's hypervolume**, the hypervolume after fixed epoch
+   budgets, and **epochs until a design under 0.5x E2E's peak within 0.5 point of the table's best
+   such design has completed**.
+
+Hypervolume here is on normalised objectives: validation score mapped to [0, 1] between the
+table's worst and best final validation score, memory to [0, 1] between its lightest design
+and the E2E peak; the reference point is (-0.01, 1.01), just beyond the worst corner, so a
+design needing more memory than E2E adds nothing. Section ``search-quality`` of docs/results.md.
+
+Run: ``python benchmarks/search_quality.py`` (``--json``: print the JSON summary only, nothing
+written; ``--retrain``: rebuild the table, about 15 minutes on 2 CPU cores).
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import itertools
 import json
 import math
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import optuna
@@ -23,177 +39,304 @@ import torch
 import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
-from auxsearch.engine import end_to_end
+from auxsearch import engine
+from auxsearch.config import PruningConfig, SamplerConfig
 from auxsearch.graph import design_hash, normalize
-from auxsearch.pareto import hypervolume_2d, hypervolume_origin, pareto_front
-from auxsearch.samplers import make_sampler
+from auxsearch.pareto import halving_keeps, hypervolume_2d, pareto_front, rungs
+from auxsearch.samplers import SAMPLERS
 from auxsearch.space import grid, suggest_design
 from auxsearch.study import prepare
-from auxsearch.training import fit
 
 CACHE = ROOT / "benchmarks" / "cache" / "search_quality_table.json"
-SPACE = {"splits": "balanced", "modules": {"low": 1, "high": 6}, "families": ["dgl", "infopro", "augment", "momentum"],
-         "depth": {"low": 1, "high": 2}, "width": [8, 16, 32], "momentum": 0.99, "learnable_scale": True,
-         "head": "dgl", "tau": 0.5, "pool": 4}
-QUICK_SPACE = {**SPACE, "modules": {"low": 1, "high": 3}, "width": [8], "depth": 1}
-SAMPLERS, BUDGETS, TARGET, MIB = ("tpe", "nsga2", "random"), (10, 20, 30, 40), 0.95, 2**20
+SPACE = {"splits": "memory", "modules": {"low": 2, "high": 6}, "skew": [-0.5, 0.0, 0.5],
+         "families": ["dgl", "infopro", "augment", "momentum"], "depth": 1, "width": [8, 32], "momentum": 0.99,
+         "learnable_scale": True, "head": "dgl", "tau": 0.5, "pool": 4}
+NAMES = ("random", "tpe", "nsga2", "gp")
+MAX_TRIALS, MAX_EPOCHS, TARGET, LEAN, NEAR = 400, 160, 0.95, 0.5, 0.005  # epochs bind; the trial cap is a guard
+HALVING = PruningConfig(mode="halving", min_epochs=1, reduction_factor=3)
 
 
-def make_run(tmp: Path, quick: bool):
+def make_run(tmp: Path):
     raw = yaml.safe_load((ROOT / "studies" / "quickstart.yaml").read_text())
-    raw.pop("sampler")  # SamplerConfig defaults (tpe: n_startup_trials 6)
-    raw.update(name="search-quality", search_space=QUICK_SPACE if quick else SPACE, output=str(tmp / "run"),
-               enqueue=[], train={**raw["train"], **({"epochs": 1} if quick else {})},
-               data={**raw["data"], **({"image_size": 8} if quick else {})})
+    raw.pop("sampler")
+    # digits at their native 8 x 8 (the quickstart trains at 16 x 16): a quarter of the compute per design,
+    # so >= 100 designs train in minutes on 2 CPU cores; same space, recipe and epochs otherwise.
+    raw.update(name="search-quality", search_space=SPACE, output=str(tmp / "run"), enqueue=[],
+               data={**raw["data"], "image_size": 8})
     (tmp / "study.yaml").write_text(yaml.safe_dump(raw))
     return prepare(tmp / "study.yaml")
 
 
-def enumerate_designs(run) -> dict[str, tuple[dict, dict]]:
-    """design hash -> (K/family/depth/width, design) over the space's parameter grid."""
+# ----------------------------------------------------------------- the table
+
+def _train(design: dict, run) -> dict:
+    """The quickstart recipe by hand, so each epoch is scored with and without precise BN on one path."""
+    cfg, data = run.cfg.train, run.data
+    torch.manual_seed(cfg.seed)
+    model = engine.build(design)
+    model.set_normalization(data.mean, data.std)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                         generator=gen)
+    recal = torch.utils.data.DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                        generator=torch.Generator().manual_seed(cfg.seed + 7919))
+    val = torch.utils.data.DataLoader(data.val, batch_size=512)
+    opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(loader))
+    from auxsearch.memory import measure_step
+
+    raw_curve, bn_curve, peak, start = [], [], 0, time.perf_counter()
+    for _ in range(cfg.epochs):
+        model.train()
+        for x, y in loader:
+            if not peak:
+                peak = measure_step(model, opt, lambda x=x, y=y: engine.train_step(model, opt, x, y), x, y)
+            else:
+                engine.train_step(model, opt, x, y)
+            sched.step()
+        raw_curve.append(engine.evaluate(model, val, torch.device("cpu"))[run.metric])
+        bns = engine.inference_batchnorms(model)
+        saved = [(b.running_mean.clone(), b.running_var.clone(), b.num_batches_tracked.clone()) for b in bns]
+        engine.recalibrate_bn(model, (b for _, b in zip(range(cfg.bn_recalibration_batches), recal, strict=False)), "cpu")
+        bn_curve.append(engine.evaluate(model, val, torch.device("cpu"))[run.metric])
+        with torch.no_grad():  # back to the statistics training left: the next epoch is as without precise BN
+            for b, (m, v, n) in zip(bns, saved, strict=True):
+                b.running_mean.copy_(m), b.running_var.copy_(v), b.num_batches_tracked.copy_(n)
+    test = torch.utils.data.DataLoader(data.test, batch_size=512)
+    return {"curve": bn_curve, "curve_raw": raw_curve, "test": engine.evaluate(model, test, torch.device("cpu"))[run.metric],
+            "peak": int(peak), "seconds": round(time.perf_counter() - start, 2)}
+
+
+def designs(run) -> dict[str, tuple[dict, dict]]:
+    """design hash -> (params, design) over the space's grid, E2E first."""
     params = grid(run.space, run.base)
-    out: dict[str, tuple[dict, dict]] = {}
+    names = list(params)
+    out = {design_hash(engine.end_to_end(run.base)): ({}, normalize(engine.end_to_end(run.base)))}
+    import itertools
+
     for values in itertools.product(*params.values()):
-        d = normalize(suggest_design(optuna.trial.FixedTrial(dict(zip(params, values, strict=True))),
-                                     run.space, run.base, run.unit_costs))
-        aux = d["aux"][0] if d["aux"] else {}
-        info = {"K": len(d["splits"]) + 1, "family": aux.get("family", "e2e"), "depth": aux.get("depth"),
-                "width": aux.get("width") if aux.get("family") != "augment" else None}
-        out.setdefault(design_hash(d), (info, d))
+        p = dict(zip(names, values, strict=True))
+        d = normalize(suggest_design(optuna.trial.FixedTrial(p), run.space, run.base, run.unit_costs))
+        out.setdefault(design_hash(d), (p, d))
     return out
 
 
-def build_table(run, path: Path, retrain: bool) -> dict[str, dict]:
-    """Train every distinct design once (cached in ``path``, saved after every design)."""
-    recipe = json.loads(json.dumps({"train": dataclasses.asdict(run.cfg.train), "data": run.cfg.data,
-                                    "space": dataclasses.asdict(run.space)}, default=str))
-    cached = json.loads(path.read_text()) if path.is_file() and not retrain else {}
+def build_table(run, retrain: bool) -> dict:
+    recipe = {"space": SPACE, "train": dataclass_dict(run.cfg.train)}
+    cached = json.loads(CACHE.read_text()) if CACHE.is_file() and not retrain else {}
     table = cached.get("designs", {}) if cached.get("recipe") == recipe else {}
-    designs = enumerate_designs(run)
-    for i, (h, (info, d)) in enumerate(designs.items()):
-        if h in table:
-            continue
-        r = fit(d, train=run.cfg.train, data=run.data)
-        table[h] = {**info, "score": round(r.score, 6), "peak_memory_bytes": r.peak_memory_bytes,
-                    "seconds": round(r.seconds, 1), "device": r.device}
-        print(f"[{i + 1}/{len(designs)}] {info} acc {r.score:.4f} peak {r.peak_memory_bytes / MIB:.2f} MiB "
-              f"{r.seconds:.0f} s", flush=True)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"recipe": recipe, "designs": table}, indent=0))
-    return {h: table[h] for h in designs}
+    todo = designs(run)
+    for i, (h, (params, d)) in enumerate(todo.items()):
+        if h not in table:
+            table[h] = {"params": params, "K": len(d["splits"]) + 1, "family": d["aux"][0]["family"] if d["aux"] else "e2e",
+                        "splits": d["splits"], **_train(d, run)}
+            CACHE.parent.mkdir(parents=True, exist_ok=True)
+            CACHE.write_text(json.dumps({"recipe": recipe, "designs": table}))
+            print(f"table {i + 1}/{len(todo)}: K={table[h]['K']} {table[h]['family']} val {table[h]['curve'][-1]:.3f} "
+                  f"peak {table[h]['peak'] / 2**20:.1f} MiB", flush=True)
+    return {"recipe": recipe, "designs": table, "e2e": next(iter(todo))}
 
 
-def search(run, table: dict, e2e: str, sampler: str, seed: int, budget: int) -> list[str]:
-    """The design hashes a sampler visits, trial by trial (E2E first, as in a real study)."""
-    run.cfg = dataclasses.replace(run.cfg, sampler=dataclasses.replace(run.cfg.sampler, name=sampler, seed=seed))
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(run))
+def dataclass_dict(obj) -> dict:
+    import dataclasses
+
+    return dataclasses.asdict(obj)
+
+
+# ----------------------------------------------------------------- the replay
+
+class Normaliser:
+    def __init__(self, table: dict) -> None:
+        rows = table["designs"].values()
+        self.s_lo, self.s_hi = min(r["curve"][-1] for r in rows), max(r["curve"][-1] for r in rows)
+        self.m_lo, self.m_hi = min(r["peak"] for r in rows), table["designs"][table["e2e"]]["peak"]
+
+    def point(self, score: float, peak: float) -> tuple[float, float]:
+        return ((score - self.s_lo) / (self.s_hi - self.s_lo), (peak - self.m_lo) / (self.m_hi - self.m_lo))
+
+    def hv(self, rows) -> float:
+        return hypervolume_2d([self.point(r["curve"][-1], r["peak"]) for r in rows], (-0.01, 1.01))
+
+
+def _stops(row: dict, peers: list[dict], epoch: int, rule: PruningConfig, epochs: int) -> bool:
+    """The study's pruning rules on the table: may a trial with curve ``row`` go past ``epoch``?"""
+    if rule.mode == "halving":
+        if epoch not in rungs(rule.min_epochs, rule.reduction_factor, epochs):
+            return False
+        others = [(p["curve"][epoch - 1], p["peak"]) for p in peers if len(p["seen"]) >= epoch]
+        return not halving_keeps((row["curve"][epoch - 1], row["peak"]), others, rule.reduction_factor)
+    if epoch <= rule.warmup_epochs:
+        return False
+    return any(p["done"] and p["peak"] <= row["peak"] and p["curve"][epoch - 1] >= row["curve"][epoch - 1] + rule.margin
+               for p in peers)
+
+
+def replay(run, table: dict, sampler: str, pruning: PruningConfig | None, seed: int) -> list[tuple[int, dict | None]]:
+    """One seeded study on the table: [(cumulative epochs, completed row or None), ...] per trial."""
+    cfg = SamplerConfig(name=sampler, seed=seed)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SAMPLERS[sampler](cfg, seed, run))
     study.enqueue_trial({}, user_attrs={"is_e2e": True})
-
-    def objective(trial: optuna.Trial) -> tuple[float, float]:
-        h = e2e if trial.user_attrs.get("is_e2e") else design_hash(normalize(
-            suggest_design(trial, run.space, run.base, run.unit_costs)))
-        trial.set_user_attr("design_hash", h)
-        return table[h]["score"], float(table[h]["peak_memory_bytes"])
-
-    study.optimize(objective, n_trials=budget)
-    return [t.user_attrs["design_hash"] for t in study.trials]
-
-
-def hv_curve(seq: list[str], table: dict, ref: tuple[float, float], true_hv: float) -> list[float]:
-    """Normalised hypervolume after 1, 2, ... trials."""
-    seen, out = {}, []
-    for h in seq:
-        seen[h] = (table[h]["score"], float(table[h]["peak_memory_bytes"]))
-        out.append(hypervolume_2d(seen.values(), ref) / true_hv)
+    epochs, spent, out, peers, completed = run.cfg.train.epochs, 0, [], [], set()
+    while len(out) < MAX_TRIALS and spent < MAX_EPOCHS:
+        trial = study.ask()
+        h = table["e2e"] if trial.user_attrs.get("is_e2e") else design_hash(
+            normalize(suggest_design(trial, run.space, run.base, run.unit_costs)))
+        row = table["designs"][h]
+        if h in completed:  # a study reuses a completed twin's result: no training, no epochs
+            study.tell(trial, [row["curve"][-1], float(row["peak"])])
+            out.append((spent, row))
+            continue
+        e = epochs
+        if pruning is not None and pruning.enabled and not trial.user_attrs.get("is_e2e"):
+            e = next((k for k in range(1, epochs) if _stops(row, peers, k, pruning, epochs)), epochs)
+        spent += e
+        if e == epochs:
+            completed.add(h)
+        peers.append({**row, "seen": row["curve"][:e], "done": e == epochs})
+        if e == epochs:
+            study.tell(trial, [row["curve"][-1], float(row["peak"])])
+        else:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        out.append((spent, row if e == epochs else None))
     return out
 
 
-def first_reach(curve: list[float]) -> float:
-    return next((i + 1 for i, v in enumerate(curve) if v >= TARGET), math.inf)
+def measures(seq, norm: Normaliser, true_hv: float, lean_target: float) -> dict:
+    done, hv_at, to95, to_lean = [], {}, math.inf, math.inf
+    budgets = (40, 80, 120, 160)
+    for spent, row in seq:
+        if row is not None:
+            done.append(row)
+            hv = norm.hv(done) / true_hv
+            if hv >= TARGET and to95 == math.inf:
+                to95 = spent
+            if row["peak"] < LEAN * norm.m_hi and row["curve"][-1] >= lean_target - NEAR and to_lean == math.inf:
+                to_lean = spent
+        for b in budgets:
+            if spent <= b:
+                hv_at[b] = norm.hv(done) / true_hv
+    return {"epochs_to_95": to95, "epochs_to_lean": to_lean, "hv_at": hv_at}
 
 
-def fmt_n(x: float) -> str:
-    return "not reached" if math.isinf(x) else f"{x:g}"
+def quartiles(xs: list[float]) -> dict:
+    xs = sorted(xs)
+    q = statistics.quantiles(xs, n=4, method="inclusive") if len(xs) > 1 else [xs[0]] * 3
+    return {"median": q[1], "q1": q[0], "q3": q[2]}
+
+
+def spearman(a: list[float], b: list[float]) -> float:
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):  # average ranks of ties
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = statistics.mean(ra), statistics.mean(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
+
+
+def summarise(run, table: dict, seeds: int) -> dict:
+    norm = Normaliser(table)
+    rows = list(table["designs"].values())
+    front = pareto_front([{"number": i, "state": "COMPLETE", "score": r["curve"][-1], "peak_memory_bytes": r["peak"]}
+                          for i, r in enumerate(rows)])
+    true_hv = norm.hv([rows[f["number"]] for f in front])
+    lean = [r["curve"][-1] for r in rows if r["peak"] < LEAN * norm.m_hi]
+    lean_target = max(lean) if lean else math.inf
+    variants = {**{n: (n, None) for n in NAMES}, **{f"{n}+halving": (n, HALVING) for n in NAMES},
+                "default": (SamplerConfig().name, PruningConfig())}
+    out = {}
+    for name, (sampler, rule) in variants.items():
+        ms = [measures(replay(run, table, sampler, rule, seed), norm, true_hv, lean_target) for seed in range(seeds)]
+        out[name] = {"epochs_to_95": quartiles([m["epochs_to_95"] for m in ms]),
+                     "epochs_to_lean": quartiles([m["epochs_to_lean"] for m in ms]),
+                     "hv_at": {b: statistics.median(m["hv_at"].get(b, 0.0) for m in ms) for b in (40, 80, 120, 160)},
+                     "reached_95": sum(m["epochs_to_95"] < math.inf for m in ms), "seeds": seeds}
+        print(f"{name}: {out[name]['epochs_to_95']}", flush=True)
+    final = [r["curve"][-1] for r in rows]
+    corr = {"with_precise_bn": spearman([r["curve"][0] for r in rows], final),
+            "without_precise_bn": spearman([r["curve_raw"][0] for r in rows], [r["curve_raw"][-1] for r in rows])}
+    return {"samplers": out, "rung1_rank_correlation": corr, "n_designs": len(rows),
+            "true_front": [{"K": rows[f["number"]]["K"], "family": rows[f["number"]]["family"],
+                            "val": rows[f["number"]]["curve"][-1], "test": rows[f["number"]]["test"],
+                            "peak_ratio": rows[f["number"]]["peak"] / norm.m_hi} for f in front],
+            "lean_target": lean_target}
+
+
+def _epochs(x: float) -> str:
+    return "never" if x == math.inf else f"{x:.0f}"
+
+
+def _q(d: dict) -> str:
+    return f"{_epochs(d['median'])} ({_epochs(d['q1'])}-{_epochs(d['q3'])})"
+
+
+def write(summary: dict, minutes: float) -> None:
+    s = summary["samplers"]
+    rows = [[n, _q(v["epochs_to_95"]), f"{v['reached_95']}/{v['seeds']}", _q(v["epochs_to_lean"]),
+             *(f"{v['hv_at'][b]:.3f}" for b in (40, 80, 120, 160))] for n, v in s.items()]
+    corr = summary["rung1_rank_correlation"]
+    body = "\n".join([
+        "## Search quality (tabular benchmark with a ground truth)", "",
+        f"Every design of a finite quickstart space with `splits: memory` ({summary['n_designs']} designs: K 2-6, "
+        "skew -0.5/0/0.5, four families, widths 8/32, plus E2E) trained once with the quickstart recipe "
+        "(4 epochs, seed 0) on digits at their native 8 x 8; the table (validation curves with and without precise BN, final test, measured peak) is "
+        "cached in `benchmarks/cache/search_quality_table.json`. Each sampler then searched it from "
+        f"{next(iter(s.values()))['seeds']} seeds, E2E first, until {MAX_EPOCHS} training epochs were spent; "
+        "a trial costs the epochs it trained (a pruned one fewer; a design already completed is reused for free, "
+        "as a study does). Hypervolume on normalised objectives (score between the table's worst "
+        "and best validation, memory between its lightest design and E2E, reference (-0.01, 1.01)); 'lean': a design "
+        f"under {LEAN}x E2E's peak within {NEAR * 100:.1f} point of the table's best such design "
+        f"({summary['lean_target']:.4f}). Medians (quartiles) over seeds; 'never' = not within the budget.", "",
+        markdown_table(["sampler", "epochs to 95% HV", "seeds reaching 95%", "epochs to lean",
+                        "HV @40 ep", "HV @80", "HV @120", "HV @160"], rows), "",
+        f"Rung-1 ranking against the final ranking (Spearman over the table's designs): "
+        f"{corr['with_precise_bn']:.3f} with precise BN, {corr['without_precise_bn']:.3f} without "
+        "(the same training path, the BN statistics recomputed or not before scoring).", "",
+        "True front: " + "; ".join(f"K={f['K']} {f['family']} val {f['val']:.4f} at {f['peak_ratio']:.2f}x"
+                                   for f in summary["true_front"]) + f". Replay time {minutes:.1f} min.", "",
+        provenance()])
+    print(body)
+    write_section("search-quality", body)
+
+
+def _finite_json(x):
+    """JSON has no infinity: a measure never reached within the budget is null."""
+    if isinstance(x, dict):
+        return {str(k): _finite_json(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite_json(v) for v in x]
+    return None if isinstance(x, float) and math.isinf(x) else x
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny space, 1 epoch, nothing written")
-    ap.add_argument("--retrain", action="store_true", help="train every design again (ignore the cache)")
+    ap.add_argument("--retrain", action="store_true", help="rebuild the table (train every design again)")
+    ap.add_argument("--seeds", type=int, default=10)
+    ap.add_argument("--json", action="store_true", help="print the JSON summary; write nothing")
     args = ap.parse_args()
-    torch.set_num_threads(1)
-    seeds, budgets = (range(2), (5, 10)) if args.quick else (range(5), BUDGETS)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    import warnings
+
+    warnings.filterwarnings("ignore")
     with tempfile.TemporaryDirectory() as tmp:
-        run = make_run(Path(tmp), args.quick)
-        table = build_table(run, Path(tmp) / "table.json" if args.quick else CACHE, args.retrain)
-        e2e = design_hash(normalize(end_to_end(run.base)))
-        assert e2e in table, "the K = 1 design of the space must be the E2E reference"
-        recs = [{"number": i, "state": "COMPLETE", "is_e2e": h == e2e, **r} for i, (h, r) in enumerate(table.items())]
-        ref = hypervolume_origin(recs)
-        true_hv = hypervolume_2d([(r["score"], float(r["peak_memory_bytes"])) for r in recs], ref)
-        runs = {(s, seed): search(run, table, e2e, s, seed, budgets[-1]) for s in SAMPLERS for seed in seeds}
-    n, e2e_row = len(table), table[e2e]
-    curves = {k: hv_curve(seq, table, ref, true_hv) for k, seq in runs.items()}
-    rows, med = [], {}
-    for s in SAMPLERS:
-        cells = []
-        for b in budgets:
-            vals = [curves[s, seed][b - 1] for seed in seeds]
-            med[s, b] = statistics.median(vals)
-            cells.append(f"{med[s, b]:.3f} ({min(vals):.3f}-{max(vals):.3f})")
-        reach = [first_reach(curves[s, seed]) for seed in seeds]
-        distinct = [len(set(runs[s, seed][:int(r)])) if r < math.inf else math.inf for seed, r in zip(seeds, reach, strict=True)]
-        med[s, "reach"] = statistics.median(reach)
-        rows.append([s, *cells, fmt_n(med[s, "reach"]), fmt_n(statistics.median(distinct)),
-                     f"{sum(r < math.inf for r in reach)}/{len(reach)}",
-                     fmt_n(statistics.median(len(set(runs[s, seed])) for seed in seeds))])
-    front_rows = [[r["K"], r["family"], r["depth"] or "-", r["width"] or "-", f"{r['score']:.4f}",
-                   f"{r['peak_memory_bytes'] / MIB:.2f}", f"{r['peak_memory_bytes'] / e2e_row['peak_memory_bytes']:.2f}x"]
-                  for r in pareto_front(recs)]
-    limit, beats = math.floor(0.3 * n), {b: med["tpe", b] > med["random", b] for b in budgets[1:]}
-    same_note = ("nsga2 visited exactly the designs random did, seed for seed: Optuna's NSGAIISampler "
-                 "evolves only the intersection of the parameters of all completed trials, which the "
-                 "parameterless E2E trial 0 (and the conditional aux parameters) leaves empty, so every "
-                 "parameter falls back to its internal RandomSampler with the same seed. In auxsearch "
-                 "studies nsga2 is therefore random search.")
-    body = "\n".join([
-        "## Search quality (tabular benchmark)", "", provenance(), "",
-        f"A space small enough to enumerate: resnet20 on digits {run.cfg.data['image_size']}x"
-        f"{run.cfg.data['image_size']} (the quickstart's data and recipe, {run.cfg.train.epochs} epoch(s), "
-        f"seed 0, {e2e_row.get('device', 'cpu')}, measured peak), search space "
-        f"`{json.dumps(QUICK_SPACE if args.quick else SPACE)}`. Its parameter grid holds {n} distinct designs "
-        "(by design hash). Every design was trained **once** and the samplers then searched the table: a "
-        "*tabular benchmark*, each design's result is the one measured (no seed noise between visits). "
-        "The cache is `benchmarks/cache/search_quality_table.json`.", "",
-        f"E2E: accuracy {e2e_row['score']:.4f}, peak {e2e_row['peak_memory_bytes'] / MIB:.2f} MiB. Reference "
-        f"point: score 0, memory 1.1 x E2E peak. True front: {len(front_rows)} designs, hypervolume "
-        f"{true_hv / MIB:.3f} (accuracy x MiB). Training the whole grid took "
-        f"{sum(r['seconds'] for r in table.values()) / 60:.0f} min.", "",
-        markdown_table(["K", "family", "depth", "width", "accuracy", "peak MiB", "vs E2E"], front_rows), "",
-        f"Samplers: auxsearch's own (`make_sampler`; tpe multivariate + group, n_startup_trials "
-        f"{run.cfg.sampler.n_startup_trials}; nsga2 population {run.cfg.sampler.population_size}; random), "
-        f"seeds {seeds[0]}-{seeds[-1]}, {budgets[-1]} trials, E2E enqueued as trial 0. A trial that repeats "
-        "a design counts against the budget (a real study reuses the result without training). Cells: "
-        "hypervolume / true hypervolume, median (min-max) over seeds.", "",
-        markdown_table(["sampler", *[f"{b} trials" for b in budgets], f"trials to {TARGET:.0%} (median)",
-                        f"distinct designs to {TARGET:.0%} (median)", f"seeds reaching {TARGET:.0%}",
-                        f"distinct designs in {budgets[-1]} trials (median)"], rows), "",
-        *([same_note, ""] if all(runs["nsga2", seed] == runs["random", seed] for seed in seeds) else []),
-        "The normalised hypervolume saturates quickly here (score reference 0: a point or two of "
-        "accuracy is little area), so differences after the first budgets are small against the "
-        "spread over seeds.", "",
-        "Targets:", "",
-        f"- (a) TPE reaches {TARGET:.0%} of the true hypervolume within 30% of the grid's evaluations "
-        f"({limit} of {n}): median {fmt_n(med['tpe', 'reach'])} trials (random: "
-        f"{fmt_n(med['random', 'reach'])}) -> "
-        f"**{'met' if med['tpe', 'reach'] <= limit else 'missed'}**.",
-        f"- (b) TPE's median beats random's at every budget from {budgets[1]} on: "
-        + ", ".join(f"{b}: {med['tpe', b]:.3f} vs {med['random', b]:.3f}" for b in beats)
-        + f" -> **{'met' if all(beats.values()) else 'missed'}**.",
-    ])
-    print(body)
-    if not args.quick:
-        print(f"wrote {write_section('search-quality', body)}")
+        run = make_run(Path(tmp))
+        table = build_table(run, args.retrain)
+        start = time.perf_counter()
+        summary = summarise(run, table, args.seeds)
+    minutes = (time.perf_counter() - start) / 60
+    if args.json:
+        print(json.dumps(_finite_json(summary)))
+    else:
+        write(summary, minutes)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ def test_pruning_compares_memory_in_one_unit():
 def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, rival_bytes, pruned):
     """A completed rival with a perfect validation curve stops a real trial at epoch 2 if it needs no more memory."""
     path = write_study(tmp_path, enqueue=[], n_trials=2, train={"epochs": 3, "batch_size": 64, "lr": 0.05},
-                       pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.05})
+                       pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0})  # the rival's 1.0 beats any score
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
     study_mod.optimize(run, st, 1, None, progress=False)  # the E2E reference
@@ -198,7 +198,9 @@ def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, ri
     ({"data": {"name": "mnist"}}, "data.name: unknown"),
     ({"enqueue": ["man_k5"]}, "enqueue.0: neither a published design"),
     ({"objectives": ["memory", "score"]}, "objectives: must start with score, memory"),
-    ({"sampler": {"name": "grid"}}, "search_space.splits: the grid sampler needs splits: balanced"),
+    ({"sampler": {"name": "grid"}, "search_space": {"splits": "free"}},
+     "search_space.splits: the grid sampler needs splits: balanced"),
+    ({"sampler": {"name": "grid"}}, "search_space.skew: the grid sampler needs choices or integer ranges"),
 ])
 def test_bad_study_files_exit_2_naming_the_key(tmp_path, capsys, change, words):
     path = write_study(tmp_path, **change)
