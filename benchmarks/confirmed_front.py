@@ -62,12 +62,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, default=ROOT / "studies" / "quickstart.yaml")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--run-dir", type=Path, help="summarise this finished run folder (of --study) instead of running it")
+    ap.add_argument("--minutes", type=float, help="with --run-dir: the wall time the run took, for the text")
     args = ap.parse_args()
+    if args.run_dir:
+        from auxsearch.rundir import load_run
+
+        prepared = prepare(args.study)
+        _, recs = load_run(args.run_dir)
+        minutes = args.minutes if args.minutes is not None else float("nan")
+        return report(args, prepared, recs, minutes)
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare(study_copy(args.study.resolve(), Path(tmp), args.quick))
         start = time.perf_counter()
         _, recs, _ = run(prepared, progress=False)
         minutes = (time.perf_counter() - start) / 60
+    report(args, prepared, recs, minutes)
+
+
+def report(args, prepared, recs, minutes: float) -> None:
     states = [r["state"] for r in recs]
     counts = ", ".join(f"{states.count(s)} {s.lower()}" for s in ("COMPLETE", "PRUNED", "INFEASIBLE", "FAIL")
                        if s in states)
