@@ -219,7 +219,7 @@ def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figu
     if e2e is not None:
         fig.add_annotation(x=e2e["peak_memory_bytes"] / MIB, y=_y(e2e) or bottom, text="E2E (K = 1)", ax=-50, ay=-30)
     if len(front) >= 3:
-        k = knee(front)
+        k = knee(front, score=lambda r: r["score"], memory=lambda r: r["peak_memory_bytes"])  # as the search table
         label = "search-front knee" if confirmed(records) else "knee"
         fig.add_annotation(x=k["peak_memory_bytes"] / MIB, y=k["score"], text=f"{label}: trial {k['number']}",
                            ax=40, ay=40, font={"color": "#4C78A8"})
