@@ -277,75 +277,8 @@ def cmd_show(args) -> int:
     if args.json and fmt != "json":
         raise AuxsearchError(f"--json is --format json; it cannot go with --format {fmt}")
     meta, records = rundir.load_run(args.run_dir)
-    if fmt == "table":
-        print(report.pareto_table(records, meta["metric"]))
-        return 0
-    from .pareto import choice_front, confirmed, e2e_record, pareto_front
-
-    e2e = e2e_record(records)
-    e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
-    ref = e2e["peak_memory_bytes"] if e2e else None
-    if fmt == "json":
-        counts: dict[str, int] = {}
-        for r in records:
-            counts[r["state"]] = counts.get(r["state"], 0) + 1
-        print(json.dumps({"study": meta["name"], "metric": meta["metric"], "counts": counts,
-                          "front_kind": "confirmed" if confirmed(records) else "search",
-                          "e2e_reference": rundir.front_entry(e2e, ref) if e2e else None,
-                          "front": [rundir.front_entry(r, ref) for r in choice_front(records)],
-                          "search_front": [rundir.front_entry(r, ref) for r in pareto_front(records)]}))
-        return 0
-    front = choice_front(records)
-    on_front = e2e is not None and any(r["number"] == e2e["number"] for r in front)
-    rows = [_front_row(e2e, ref, "E2E reference" + (", on the front" if on_front else ""))] if e2e else []
-    rows += [_front_row(r, ref, "front") for r in front if not (e2e and r["number"] == e2e["number"])]
-    if fmt == "csv":
-        import csv
-
-        w = csv.DictWriter(sys.stdout, fieldnames=_FRONT_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    else:
-        print(_markdown(rows, meta["metric"], "confirmed" if confirmed(records) else "search (single seed)"))
+    print(report.pareto_table(records, meta["metric"]) if fmt == "table" else rundir.render_front(records, meta, fmt))
     return 0
-
-
-# show --format csv / markdown: one row per design, the E2E reference first (raw numbers in csv).
-_FRONT_COLUMNS = ("role", "trial", "K", "splits", "families", "peak_memory_bytes", "ratio_to_e2e_memory", "val_score",
-                  "seeds", "val_mean", "val_std", "test_mean", "test_std", "design_hash")
-
-
-def _front_row(r: dict, e2e_peak: int | None, role: str) -> dict:
-    from .rundir import front_entry
-
-    e = front_entry(r, e2e_peak)
-    c = e["confirmed"] or {}
-    design = r.get("design") or {}
-    return {"role": role, "trial": e["trial"], "K": e["K"], "splits": " ".join(map(str, design.get("splits", []))),
-            "families": " ".join(sorted({a["family"] for a in design.get("aux", [])})) or "-",
-            "peak_memory_bytes": e["peak_memory_bytes"], "ratio_to_e2e_memory": e["ratio_to_e2e_memory"],
-            "val_score": e["val_score"], "seeds": len(c.get("seeds", [])) or None,
-            "val_mean": c.get("val_mean"), "val_std": c.get("val_std"), "test_mean": c.get("test_mean"),
-            "test_std": c.get("test_std"), "design_hash": e["design_hash"]}
-
-
-def _markdown(rows: list[dict], metric: str, kind: str) -> str:
-    def pm(mean, std):
-        return "" if mean is None else f"{mean:.4f} ± {std:.4f}"
-
-    confirmed = any(r["seeds"] for r in rows)
-    head = ["", "trial", "K", "splits", "aux", "peak memory", "x E2E memory", f"val {metric} (search)"]
-    head += [f"val {metric}", f"test {metric}", "seeds"] if confirmed else []
-    lines = [f"<!-- {kind} front; validation chooses, test reports (docs/methodology.md) -->",
-             "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for r in rows:
-        ratio = "" if r["ratio_to_e2e_memory"] is None else f"{r['ratio_to_e2e_memory']:.2f}"
-        cells = [r["role"], str(r["trial"]), str(r["K"]), r["splits"] or "-", r["families"],
-                 _mib(r["peak_memory_bytes"]), ratio, f"{r['val_score']:.4f}"]
-        if confirmed:
-            cells += [pm(r["val_mean"], r["val_std"]), pm(r["test_mean"], r["test_std"]), str(r["seeds"] or "")]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
 
 
 def cmd_plot(args) -> int:
