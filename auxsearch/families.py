@@ -282,3 +282,74 @@ def hashed(entry: Mapping[str, Any]) -> dict[str, Any]:
 
 for _spec in (DGL, INFOPRO, AUGMENT, MOMENTUM):
     register_family(_spec)
+
+
+# -------------------------------------------------------------------------------- the authors' repositories
+
+# How a family's options read as the flags of the authors' scripts (InfoPro-Pytorch, AugLocal), for
+# ``auxsearch export --format infopro | auglocal``: kept beside the options so a renamed or new option is
+# mapped here too. ``entry`` is export's TableEntry (settings, notes, command, K, arch).
+
+def _infopro_classifier(a: dict, entry: Any) -> dict[str, Any]:
+    """InfoPro's classifier flags for our ``depth`` conv layers + FC 128 + FC classes head."""
+    if a["depth"] not in (1, 2):
+        raise ConfigError("aux.0.depth", f"InfoPro's aux classifiers have 1 or 2 conv layers (1c2f, 2c2f); "
+                          f"depth {a['depth']} has no equivalent")
+    entry.notes.append(f"aux width {a['width']}: InfoPro's classifier convs have 32 (stage 1) or 64 channels "
+                       "times --aux_net_widen; no flag sets one width for every stage")
+    return {"--aux_net_config": f"{a['depth']}c2f", "--local_loss_mode": "cross_entropy",
+            "--aux_net_feature_dim": 128}
+
+
+def _lambdas(a: dict) -> dict[str, Any]:
+    return {"--ixx_1": a["recon_first"], "--ixy_1": a["task_first"],
+            "--ixx_2": a["recon_last"], "--ixy_2": a["task_last"]}
+
+
+def infopro_settings(entry: Any, a: dict, layers: int) -> None:
+    head = a if a["family"] == "infopro" else {**a, "family": a.get("head")}
+    if a["family"] == "momentum":
+        entry.settings.update({"EMA momentum m": a["momentum"],
+                               "learnable scale s": f"{a['learnable_scale']} "
+                                                    f"({'MAN++' if a['learnable_scale'] else 'MAN'})",
+                               "head behind the EMA block": a["head"]})
+        entry.notes.append("MAN / MAN++ code reads InfoPro's table with the network's end appended "
+                           "(the commented K-entry form above)")
+        if head["family"] != "infopro":  # a DGL head: MAN's own aux classifier
+            entry.settings.update({"aux depth": a["depth"], "aux width": a["width"], "dgl pool": a.get("pool")})
+            return
+    entry.settings.update(_infopro_classifier(head, entry))
+    entry.settings.update(_lambdas(head))
+    entry.settings["--aux_net_widen"] = round(head["decoder_width"] / 12, 4)  # the decoder's 12 x widen channels
+    if a["family"] == "infopro":
+        flags = " ".join(f"{k} {v}" for k, v in entry.settings.items())
+        entry.command = (f"python train.py --dataset cifar10 --model resnet --layers {layers} "
+                         f"--local_module_num {entry.K} {flags}")
+        entry.notes.append(f"replace InfoPro[{entry.arch!r}][{entry.K}] in networks/configs.py by the entry above "
+                           f"(or InfoPro_balanced_memory[{entry.arch!r}][dataset][{entry.K}] with --balanced_memory)")
+
+
+def auglocal_settings(entry: Any, a: dict, d: dict, layers: int) -> None:
+    base = f"python train.py --dataset cifar10 --model resnet --layers {layers}"
+    if a["family"] == "augment":
+        if d["splits"] != list(range(1, entry.K)):
+            raise ConfigError("splits", f"AugLocal's --rule AugLocal trains layer-wise modules only "
+                              f"(network_config[arch]['net_config'][:K-1], splits 1..{entry.K - 1}); this design "
+                              f"splits at {d['splits']}")
+        entry.settings.update({"--rule": "AugLocal", "--local_module_num": entry.K + a["depth"],
+                               "--aux_net_depth": a["depth"]})
+        if a["tau"] > 0:
+            entry.settings.update({"--pyramid": None, "--pyramid_coeff": a["tau"]})
+        entry.notes.append("--rule AugLocal runs K = local_module_num - aux_net_depth modules, so "
+                           f"--local_module_num {entry.K + a['depth']} gives K = {entry.K}; it reads "
+                           "network_config[arch]['net_config'][:K-1], which is the entry above")
+    elif a["family"] == "infopro":
+        entry.settings.update({"--rule": "InfoPro", "--local_module_num": entry.K, **_lambdas(a)})
+        entry.notes.append("--rule InfoPro builds AugLocal's own InfoPro heads; aux depth / width are not flags there")
+    else:
+        entry.settings.update({"--rule": "DGL", "--local_module_num": entry.K})
+        entry.notes.append("--rule DGL builds AugLocal's own DGL head; aux depth / width / pool are not flags there")
+    if a["family"] != "augment":
+        entry.notes.append(f"set network_config[{entry.arch!r}][{entry.K}] in networks/configs.py to the entry above")
+    flags = " ".join(k if v is None else f"{k} {v}" for k, v in entry.settings.items())
+    entry.command = f"{base} {flags}"

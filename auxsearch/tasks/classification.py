@@ -1,4 +1,4 @@
-"""Image classification: global average pool + linear head, cross-entropy, top-1 accuracy."""
+"""Image classification: global average pooling + linear head, cross-entropy, top-1 accuracy."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .classification_data import load_image_data
 
 
 class ClassifierHead(FinalHead):
-    """The network's real task head: global average pool + linear, on the deepest tap."""
+    """The network's real task head: global average pooling + linear, on the deepest tap."""
 
     def __init__(self, channels: int, num_classes: int) -> None:
         super().__init__()
