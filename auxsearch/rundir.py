@@ -24,7 +24,7 @@ from . import report
 from .config import to_mapping
 from .errors import ConfigError
 from .graph import save_design
-from .pareto import TrialRecord, choice_front, e2e_record
+from .pareto import TrialRecord, choice_front, confirmed, e2e_record, pareto_front
 from .storage import StorageURL
 
 META = "run.yaml"
@@ -144,8 +144,6 @@ def _write_csv(path: Path, records: list[dict]) -> Path:
 
 def render_front(records: list[TrialRecord], meta: dict, fmt: str) -> str:
     """The front as ``show --format json | csv | markdown`` prints it (keys named in docs/methodology.md)."""
-    from .pareto import choice_front, confirmed, e2e_record, pareto_front
-
     e2e = e2e_record(records)
     e2e = e2e if e2e and e2e["state"] == "COMPLETE" else None
     ref = e2e["peak_memory_bytes"] if e2e else None

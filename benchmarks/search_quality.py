@@ -27,6 +27,7 @@ written; ``--retrain``: rebuild the table, about 15 minutes on 2 CPU cores).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
@@ -40,7 +41,7 @@ import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
 from auxsearch import engine
-from auxsearch.config import PruningConfig, SamplerConfig
+from auxsearch.config import PruningConfig, SamplerConfig, to_mapping
 from auxsearch.graph import design_hash, normalize
 from auxsearch.pareto import halving_keeps, hypervolume_2d, pareto_front, rungs
 from auxsearch.samplers import SAMPLERS
@@ -111,8 +112,6 @@ def designs(run) -> dict[str, tuple[dict, dict]]:
     params = grid(run.space, run.base)
     names = list(params)
     out = {design_hash(engine.end_to_end(run.base)): ({}, normalize(engine.end_to_end(run.base)))}
-    import itertools
-
     for values in itertools.product(*params.values()):
         p = dict(zip(names, values, strict=True))
         d = normalize(suggest_design(optuna.trial.FixedTrial(p), run.space, run.base, run.unit_costs))
@@ -121,7 +120,7 @@ def designs(run) -> dict[str, tuple[dict, dict]]:
 
 
 def build_table(run, retrain: bool) -> dict:
-    recipe = {"space": SPACE, "train": dataclass_dict(run.cfg.train)}
+    recipe = {"space": SPACE, "train": to_mapping(run.cfg.train)}
     cached = json.loads(CACHE.read_text()) if CACHE.is_file() and not retrain else {}
     table = cached.get("designs", {}) if cached.get("recipe") == recipe else {}
     todo = designs(run)
@@ -134,12 +133,6 @@ def build_table(run, retrain: bool) -> dict:
             print(f"table {i + 1}/{len(todo)}: K={table[h]['K']} {table[h]['family']} val {table[h]['curve'][-1]:.3f} "
                   f"peak {table[h]['peak'] / 2**20:.1f} MiB", flush=True)
     return {"recipe": recipe, "designs": table, "e2e": next(iter(todo))}
-
-
-def dataclass_dict(obj) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(obj)
 
 
 # ----------------------------------------------------------------- the replay
