@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from .config import PRECISIONS
 from .errors import AuxsearchError
 
 EXIT_USER_ERROR = 2
@@ -21,6 +23,7 @@ def _add_train(sub) -> None:
     p.add_argument("--batch-size", type=int, help="override the design's train.batch_size")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="override train.device")
     p.add_argument("--seed", type=int, help="override train.seed")
+    p.add_argument("--precision", choices=PRECISIONS, help="override train.precision (fp32, bf16 or fp16 autocast)")
     p.add_argument("--save", type=Path, help="a .pt file: write the trained weights (state_dict) there; a folder: "
                    "DIR/last.pt after every epoch (weights, optimizer, schedule, RNG) and DIR/model.pt at the end")
     p.add_argument("--resume", action="store_true", help="with --save DIR: go on from DIR/last.pt when it exists")
@@ -36,6 +39,8 @@ def _add_memory(sub) -> None:
     p.add_argument("--mode", choices=("simulated", "measured"), default="simulated",
                    help="simulated: fake tensors, nothing allocated; measured: a real step on --device")
     p.add_argument("--device", default="cpu", help="device for --mode measured (cpu or cuda)")
+    p.add_argument("--precision", choices=PRECISIONS, help="override train.precision: size the step under bf16/fp16 "
+                   "autocast")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.set_defaults(func=cmd_memory)
 
@@ -132,7 +137,7 @@ def cmd_train(args) -> int:
     _check_args(args, epochs=1, batch_size=1, seed=0)
     design = as_design(load_design(args.design))
     recipe = to_mapping(from_mapping(TrainConfig, design.get("train"), "train"))
-    for name in ("epochs", "batch_size", "device", "seed"):
+    for name in ("epochs", "batch_size", "device", "seed", "precision"):
         if getattr(args, name) is not None:
             recipe[name] = getattr(args, name)
     folder = args.save if args.save is not None and args.save.suffix != ".pt" else None
@@ -171,6 +176,8 @@ def cmd_memory(args) -> int:
         raise AuxsearchError(f"--device: must be cpu or cuda (cuda:N), got {args.device!r}")
     design = as_design(load_design(args.design))
     cfg = from_mapping(TrainConfig, design.get("train"), "train")
+    if args.precision is not None:
+        cfg = dataclasses.replace(cfg, precision=args.precision)
     size = tuple(args.input_size) if args.input_size else None
     if args.mode == "simulated":
         peak = memory.simulate(design, args.batch_size, size, cfg)
@@ -179,6 +186,7 @@ def cmd_memory(args) -> int:
         peak = memory.measure(design, args.batch_size, size, cfg, args.device)
         e2e = memory.measure(end_to_end(design), args.batch_size, size, cfg, args.device)
     out = {"design_hash": design_hash(design), "memory_mode": args.mode, "batch_size": args.batch_size,
+           "precision": cfg.precision,
            "input_shape": [design["input_shape"][0], *(size or design["input_shape"][1:])],
            "peak_bytes": peak,
            "floor_bytes": memory.floor(design, args.batch_size, size, cfg) if _simulatable(design) else None,
@@ -187,7 +195,7 @@ def cmd_memory(args) -> int:
         print(json.dumps(out))
     else:
         floor = _mib(out["floor_bytes"]) if out["floor_bytes"] is not None else "n/a for this task"
-        print(f"peak {_mib(peak)} ({args.mode}), floor {floor}, end-to-end {_mib(e2e)}: "
+        print(f"peak {_mib(peak)} ({args.mode}, {cfg.precision}), floor {floor}, end-to-end {_mib(e2e)}: "
               f"{out['ratio_to_e2e']:.2f}x of end-to-end at batch {args.batch_size}")
     return 0
 

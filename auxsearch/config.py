@@ -18,6 +18,8 @@ from .errors import ConfigError, known
 
 T = TypeVar("T")
 
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # train.precision; see auxsearch.precision
+
 
 def spec(default: Any, rule: str = "", check=None, choices: tuple = (), help: str = "") -> Any:
     """A dataclass field with a validation rule and a one-line help text."""
@@ -116,6 +118,19 @@ class TrainConfig:
                                          help="precise BN: before each evaluation, recompute the running mean/var of "
                                          "the backbone's and real head's BatchNorm layers on this many training "
                                          "batches (weights untouched); 0: off, evaluate with the training-time EMA")
+    precision: str = spec("fp32", choices=PRECISIONS,
+                          help="arithmetic of the training step: fp32; bf16 (autocast per module); fp16 (autocast "
+                          "+ one loss scale for all modules, a step with an overflow skipped for all). Weights, "
+                          "optimizer state and EMA copies stay fp32; evaluation runs in fp32")
+    channels_last: bool = spec(False, help="NHWC memory format for weights and batches (faster convolutions on "
+                               "recent GPUs with bf16/fp16; same bytes)")
+    loader_workers: int | None = spec(None, "must be >= 0 (or null: automatic)", non_negative,
+                                      help="DataLoader worker processes for data sets read from files (null: none "
+                                      "on CPU, where they would take the step's cores; on CUDA the cores of this "
+                                      "trial worker less one, at most 8). Data sets held as tensors (digits, "
+                                      "CIFAR) ignore it: they are batched and augmented on the device")
+    data_on_device: bool = spec(True, help="keep tensor data sets (digits, CIFAR) on the training device and batch "
+                                "+ augment them there; false: a DataLoader over the same items")
 
 
 _UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}

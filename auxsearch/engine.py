@@ -30,6 +30,7 @@ from .backbones import create_units
 from .config import TrainConfig
 from .errors import ConfigError
 from .graph import as_design, bounds
+from .precision import Precision
 from .tasks import ClassifierHead, FinalHead, OutputShift, get_task
 
 __all__ = ["ClassifierHead", "LocalNetwork", "build", "end_to_end", "evaluate", "inference_batchnorms", "local_step",
@@ -145,7 +146,8 @@ def build(design: Any) -> LocalNetwork:
 
 
 def local_step(model: LocalNetwork, x: Tensor, y: Any,
-               stage_context: Callable[[int], ContextManager] | None = None) -> tuple[Any, list[Tensor]]:
+               stage_context: Callable[[int], ContextManager] | None = None,
+               precision: Precision | None = None) -> tuple[Any, list[Tensor]]:
     """Forward and backward of every stage in turn; returns (raw head output, local losses).
 
     Gradients are accumulated into ``.grad``; the optimizer step is the
@@ -154,7 +156,10 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
     Tapped features and bank entries of finished modules are kept *detached*
     (the real head and later aux nets read them; the peak counts them).
     ``stage_context(k)`` wraps stage k's forward (the memory floor uses it).
+    ``precision`` (default fp32): each module's forward and loss run under its autocast, each
+    backward outside it, scaled by its one loss scale under fp16 (:mod:`auxsearch.precision`).
     """
+    precision = precision or Precision()
     h = (x - model.mean) / model.std
     last = len(model.stages) - 1
     losses: list[Tensor] = []
@@ -162,7 +167,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
     bank: list[Tensor | None] = []
     raw = None
     for k, stage in enumerate(model.stages):
-        with stage_context(k) if stage_context else contextlib.nullcontext():
+        with stage_context(k) if stage_context else contextlib.nullcontext(), precision.autocast():
             h = h.detach()
             here: dict[int, Tensor] = {}
             for i, unit in enumerate(stage, model.bounds[k][0]):
@@ -176,7 +181,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
             else:
                 raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
                 loss = model.head.loss(raw, x, y)
-        loss.backward()
+        precision.backward(loss)
         if k < last:
             aux.after_step(model)
             taps.update((i, t.detach()) for i, t in here.items())
@@ -209,11 +214,13 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def train_step(model: LocalNetwork, opt: torch.optim.Optimizer, x: Tensor, y: Tensor) -> tuple[Tensor, list[Tensor]]:
-    """One full training step: zero grads, local step, optimizer step."""
+def train_step(model: LocalNetwork, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
+               precision: Precision | None = None) -> tuple[Tensor, list[Tensor]]:
+    """One full training step: zero grads, local step, optimizer step (skipped by fp16 on overflow)."""
+    precision = precision or Precision()
     opt.zero_grad(set_to_none=True)
-    out = local_step(model, x, y)
-    opt.step()
+    out = local_step(model, x, y, precision=precision)
+    precision.step(opt)
     return out
 
 

@@ -17,6 +17,10 @@ optimizer state is counted as it is created.
   be sized on a laptop for a GPU.
 * ``floor``: weights + gradients + optimizer state + the largest stage's
   saved activations (what autograd keeps for backward), a lower bound.
+
+Each honours ``train.precision``: under bf16 / fp16 the step runs under autocast, so the
+counted activations are the low-precision tensors autocast makes (and its cached
+half-width weight copies); weights, gradients and optimizer state stay fp32.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch._guards import detect_fake_mode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
@@ -35,6 +40,7 @@ from . import engine
 from .config import TrainConfig
 from .errors import ConfigError
 from .graph import as_design
+from .precision import Precision
 from .tasks import get_task
 
 
@@ -167,7 +173,10 @@ def _setup(d: dict, cfg: TrainConfig, batch_size: int, device: torch.device | st
         model = model.to(device)
     opt, _ = engine.make_optimizer(model, cfg, 10)
     x, y = get_task(d["task"]["name"]).example_batch(d, batch_size, device)
-    return model, opt, x, y
+    if cfg.channels_last and detect_fake_mode() is None:  # same bytes; fake weights cannot be swapped in place
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    return model, opt, x, y, Precision(cfg.precision, device)
 
 
 def check_simulatable(design: Any) -> None:
@@ -186,8 +195,8 @@ def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = 
     check_simulatable(d)
 
     def make():
-        model, opt, x, y = _setup(d, cfg, batch_size)
-        return model, opt, lambda: engine.train_step(model, opt, x, y), x, y
+        model, opt, x, y, amp = _setup(d, cfg, batch_size)
+        return model, opt, lambda: engine.train_step(model, opt, x, y, amp), x, y
 
     return simulate_step(make)
 
@@ -197,8 +206,8 @@ def measure(design: Any, batch_size: int, input_size: tuple[int, int] | None = N
     """Measured peak bytes of one real training step (random data) on ``device``."""
     d, cfg = _with_input(design, input_size), train or TrainConfig()
     torch.manual_seed(cfg.seed)
-    model, opt, x, y = _setup(d, cfg, batch_size, device)
-    return measure_step(model, opt, lambda: engine.train_step(model, opt, x, y), x, y)
+    model, opt, x, y, amp = _setup(d, cfg, batch_size, device)
+    return measure_step(model, opt, lambda: engine.train_step(model, opt, x, y, amp), x, y)
 
 
 def floor(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
@@ -217,8 +226,8 @@ def floor(design: Any, batch_size: int, input_size: tuple[int, int] | None = Non
         per_stage.append(box[0])
 
     with FakeTensorMode(allow_non_fake_inputs=True):
-        model, opt, x, y = _setup(d, cfg, batch_size)
-        engine.local_step(model, x, y, stage_context=count)
+        model, opt, x, y, amp = _setup(d, cfg, batch_size)
+        engine.local_step(model, x, y, stage_context=count, precision=amp)
         opt_state = 2 if cfg.optimizer == "adamw" else (1 if cfg.momentum > 0 else 0)
         batch = sum(t.numel() * t.element_size() for t in tree_leaves((x, y)) if isinstance(t, torch.Tensor))
         return state_bytes(model, opt_state) + batch + max(per_stage)
