@@ -3,8 +3,10 @@
 Simulates one SGD-momentum step (default TrainConfig) under fake tensors with
 ``auxsearch.memory.simulate``, sets it beside the analytic floor, the E2E
 reference and InfoPro's published Table 3, and (on CUDA) the measured peak.
-Writes section ``memory`` of docs/results.md.
-Run: ``python benchmarks/memory.py`` (``--quick``: resnet32, K in {1, 4} only).
+Writes section ``memory`` of docs/results.md, and section ``memory-precision``: ResNet-110 E2E
+and K=4 (every family, balanced splits) at batch 1024 in fp32 and under bf16 / fp16 autocast.
+Run: ``python benchmarks/memory.py`` (``--quick``: resnet32, K in {1, 4} only;
+``--precision-only``: only the precision section).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from _common import INFOPRO_TABLE3, even_splits, markdown_table, provenance, wri
 
 from auxsearch import memory  # noqa: E402
 from auxsearch.backbones import create_units  # noqa: E402
+from auxsearch.config import TrainConfig  # noqa: E402
 from auxsearch.engine import trace_shapes  # noqa: E402
 from auxsearch.space import balanced_splits  # noqa: E402
 
@@ -165,11 +168,48 @@ def report(rows: list[dict], quick: bool) -> str:
                         "\n".join(f"- {line}" if line[0] == "(" else line for line in checks(rows))]) + "\n"
 
 
+PRECISION_TARGET = 0.75  # a bf16 peak at most this fraction of the fp32 one (ResNet-110 K=4, batch 1024)
+
+
+def precision_section() -> str:
+    """ResNet-110 E2E and K=4 (balanced splits) for every family: fp32, bf16 and fp16 simulated peaks."""
+    n, costs = NETWORKS["resnet110"], unit_costs("resnet110")
+    base = {"backbone": "resnet110", "input_shape": [3, 32, 32], "num_classes": 10, "num_units": n}
+    designs = [("E2E", 1, {**base, "splits": [], "aux": []})]
+    designs += [(fam, 4, {**base, "splits": balanced_splits(costs, 4), "aux": [aux_entry(fam)] * 3})
+                for fam in FAMILIES]
+    rows, ratios = [], []
+    for fam, k, design in designs:
+        peaks = {p: memory.simulate(design, BATCH, train=TrainConfig(precision=p)) for p in ("fp32", "bf16", "fp16")}
+        ratios.append(peaks["bf16"] / peaks["fp32"])
+        print(f"  resnet110 {fam} K={k}: " + ", ".join(f"{p} {v / GIB:.2f} GiB" for p, v in peaks.items()), flush=True)
+        rows.append(["resnet110", fam, k, design["splits"], *(f"{peaks[p] / GIB:.2f}" for p in ("fp32", "bf16", "fp16")),
+                     f"{peaks['bf16'] / peaks['fp32']:.3f}", f"{peaks['fp16'] / peaks['fp32']:.3f}"])
+    table = markdown_table(["network", "family", "K", "splits", "fp32 (GiB)", "bf16 (GiB)", "fp16 (GiB)",
+                            "bf16 / fp32", "fp16 / fp32"], rows)
+    worst = max(ratios[1:])
+    intro = ("Simulated peak of one training step at batch 1024 (SGD momentum) with `train.precision` fp32, bf16 "
+             "and fp16: each module's forward and loss under `torch.autocast`, backward outside it; weights, "
+             "gradients, optimizer state and EMA copies stay fp32, so the saving is the activations autograd keeps "
+             "(plus autocast's cached half-width weight copies). The simulation runs the CPU autocast policy on fake "
+             "tensors; `benchmarks/gpu_truth.py` checks it against CUDA. Command: "
+             "`python benchmarks/memory.py --precision-only` (also part of the full run).")
+    check = (f"- bf16 peak at most {PRECISION_TARGET}x the fp32 one for every K=4 design: worst {worst:.3f} -> "
+             f"{verdict(worst <= PRECISION_TARGET)}")
+    return "\n\n".join(["## Peak memory under mixed precision (ResNet-110, batch 1024)", provenance(), intro,
+                         table, check]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="resnet32 with K in {1, 4} only")
+    parser.add_argument("--precision-only", action="store_true", help="only the fp32 / bf16 / fp16 section")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if not args.quick:
+        print(f"wrote {write_section('memory-precision', precision_section())}")
+    if args.precision_only:
+        return 0
     cache: dict = {}
     rows = [run_case(c, cache) for c in cases(args.quick)]
     add_ratios(rows)
