@@ -20,7 +20,9 @@ from torch.utils.data import DataLoader
 from . import engine, memory
 from .config import TrainConfig, from_mapping
 from .graph import as_design, design_hash
+from .precision import Precision
 from .tasks import ImageData, get_task
+from .tasks.tensor_data import DeviceBatches, tensor_source
 
 
 class NonFiniteLoss(RuntimeError):
@@ -68,16 +70,37 @@ def load_data(d: Mapping, data: Mapping | None, base_dir: Path | None) -> ImageD
     return get_task(task).load_data(resolve_data_cfg(data or d.get("data"), base_dir, task))
 
 
-def _train_loader(data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
-    gen = torch.Generator().manual_seed(cfg.seed)
-    return DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                      generator=gen, pin_memory=device.type == "cuda", collate_fn=data.collate)
+def loader_workers(cfg: TrainConfig, device: torch.device) -> int:
+    """``train.loader_workers``, or the automatic choice: none on CPU (the step needs the cores),
+    on CUDA the torch threads this trial worker has (cores / ``--workers``) less one, at most 8."""
+    if cfg.loader_workers is not None:
+        return cfg.loader_workers
+    if device.type != "cuda":
+        return 0
+    return max(0, min(8, torch.get_num_threads() - 1))
 
 
-def _eval_loader(split, data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
+def _loader(split, data: ImageData, cfg: TrainConfig, device: torch.device, batch_size: int, *,
+            shuffle: bool, seed: int | None = None):
+    """Batches of ``split``: on the device from tensors when the set is held as tensors
+    (``train.data_on_device``), else a DataLoader (worker processes, pinned memory on CUDA)."""
+    gen = torch.Generator().manual_seed(seed) if seed is not None else None
+    drop_last = shuffle and len(split) > batch_size
+    if cfg.data_on_device and tensor_source(split) is not None:
+        return DeviceBatches(split, batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen, device=device)
+    workers = loader_workers(cfg, device)
+    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen,
+                      pin_memory=device.type == "cuda", collate_fn=data.collate, num_workers=workers,
+                      persistent_workers=workers > 0)
+
+
+def _train_loader(data: ImageData, cfg: TrainConfig, device: torch.device):
+    return _loader(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed)
+
+
+def _eval_loader(split, data: ImageData, cfg: TrainConfig, device: torch.device):
     eval_batch = cfg.eval_batch_size if data.eval_batch_size is None else data.eval_batch_size
-    return DataLoader(split, batch_size=eval_batch, shuffle=False, pin_memory=device.type == "cuda",
-                      collate_fn=data.collate)
+    return _loader(split, data, cfg, device, eval_batch, shuffle=False)
 
 
 def _recalibration_loader(data: ImageData, cfg: TrainConfig, device: torch.device) -> DataLoader:
@@ -87,9 +110,8 @@ def _recalibration_loader(data: ImageData, cfg: TrainConfig, device: torch.devic
     augmentation on private RNG copies: the training run is the same with or without it. The
     generator lives for the whole run, so each evaluation recomputes on fresh batches.
     """
-    gen = torch.Generator().manual_seed(cfg.seed + 7919)  # any fixed seed apart from the training order's
-    return DataLoader(data.train, batch_size=cfg.batch_size, shuffle=True, drop_last=len(data.train) > cfg.batch_size,
-                      generator=gen, pin_memory=device.type == "cuda", collate_fn=data.collate)
+    # any fixed seed apart from the training order's
+    return _loader(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed + 7919)
 
 
 def _recalibrate(model, loader: DataLoader, cfg: TrainConfig, device: torch.device) -> None:
@@ -127,6 +149,9 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     torch.manual_seed(cfg.seed)
     model = engine.build(d).to(device)
     model.set_normalization(data.mean, data.std)
+    layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    model = model.to(memory_format=layout)
+    amp = Precision(cfg.precision, device)
     train_loader = _train_loader(data, cfg, device)
     val_loader = _eval_loader(data.val, data, cfg, device)
     recal_loader = _recalibration_loader(data, cfg, device) if cfg.bn_recalibration_batches else None
@@ -135,20 +160,21 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     start = time.perf_counter()
     bar = _bar(cfg.epochs * len(train_loader), progress)
     # checkpoint_dir: last.pt after every epoch; resume: go on from it (when it exists)
-    first = _resume(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg) if resume else 0
+    first = _resume(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg, amp) if resume else 0
     start -= result.seconds  # the time spent before a resume counts
     bar.update(first * len(train_loader))
     for epoch in range(first, cfg.epochs):
         model.train()
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
         for x, y in train_loader:
-            x, y = x.to(device, non_blocking=True), task.to_device(y, device)
+            x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
+            y = task.to_device(y, device)
             out: list = []
             if result.peak_memory_bytes == 0:  # the first step is the measured one
                 result.peak_memory_bytes = memory.measure_step(
-                    model, opt, lambda x=x, y=y, out=out: out.append(engine.train_step(model, opt, x, y)), x, y)
+                    model, opt, lambda x=x, y=y, out=out: out.append(engine.train_step(model, opt, x, y, amp)), x, y)
             else:
-                out.append(engine.train_step(model, opt, x, y))
+                out.append(engine.train_step(model, opt, x, y, amp))
             finite &= torch.isfinite(torch.stack(out[0][1])).all()
             sched.step()
             bar.update(1)
@@ -164,7 +190,7 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         bar.set_postfix({"epoch": epoch + 1, task.metric: f"{score:.4f}"})
         if checkpoint_dir is not None:
             _checkpoint(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg,
-                        time.perf_counter() - start)
+                        time.perf_counter() - start, amp)
         if on_epoch is not None and on_epoch(result):
             result.stopped_early = epoch + 1 < cfg.epochs
             break
@@ -188,7 +214,7 @@ CHECKPOINT = "last.pt"  # in fit's checkpoint_dir
 
 
 def _checkpoint(folder: Path, model, opt, sched, result: TrainResult, loaders: tuple, cfg: TrainConfig,
-                seconds: float) -> None:
+                seconds: float, amp: Precision) -> None:
     """Everything the next epoch needs, to ``folder/last.pt``: weights, optimizer, schedule, RNG states,
     history. Tensors and plain data only (``torch.load(..., weights_only=True)`` reads it); written whole,
     then renamed, so a kill never leaves half a checkpoint."""
@@ -199,13 +225,15 @@ def _checkpoint(folder: Path, model, opt, sched, result: TrainResult, loaders: t
              "design_hash": result.design_hash, "history": list(result.history), "scores": dict(result.scores),
              "peak_memory_bytes": result.peak_memory_bytes, "seconds": seconds,
              "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+             "precision": amp.state_dict(),
              "rng": {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if cuda else [],
                      "loaders": [None if g is None else g.generator.get_state() for g in loaders]}}
     torch.save(state, folder / (CHECKPOINT + ".tmp"))
     (folder / (CHECKPOINT + ".tmp")).replace(folder / CHECKPOINT)
 
 
-def _resume(folder: Path | None, model, opt, sched, result: TrainResult, loaders: tuple, cfg: TrainConfig) -> int:
+def _resume(folder: Path | None, model, opt, sched, result: TrainResult, loaders: tuple, cfg: TrainConfig,
+            amp: Precision) -> int:
     """Load ``folder/last.pt`` (``weights_only=True``) into the run; the epochs it had done (0: no checkpoint)."""
     from .errors import ConfigError
 
@@ -222,6 +250,7 @@ def _resume(folder: Path | None, model, opt, sched, result: TrainResult, loaders
     model.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
+    amp.load_state_dict(state.get("precision") or {})
     rng = state["rng"]
     torch.set_rng_state(rng["torch"].cpu())
     if rng["cuda"] and device.type == "cuda":

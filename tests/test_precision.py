@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -147,3 +148,55 @@ def test_unknown_precision_is_refused_with_the_choices():
         from_mapping(TrainConfig, {"precision": "fp8"}, "train")
     with pytest.raises(ValueError, match="precision must be one of"):
         Precision("half")
+
+
+# ---------------------------------------------------------------- whole runs
+
+
+def test_train_cli_bf16_on_cpu_peaks_below_fp32(capsys):
+    from pathlib import Path
+
+    from auxsearch.cli import main
+
+    design = str(Path(__file__).parents[1] / "studies" / "designs" / "digits_man_k4.yaml")
+    peaks = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["train", design, "--epochs", "1", "--precision", precision, "--device", "cpu", "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert 0.0 <= out["score"] <= 1.0
+        peaks[precision] = out["peak_memory_bytes"]
+    assert peaks["bf16"] < 0.8 * peaks["fp32"]
+
+
+@pytest.mark.slow  # six ResNet-110 simulations at batch 1024: about 2 minutes
+def test_memory_cli_bf16_resnet110_k4_at_batch_1024_is_at_most_075x_fp32(capsys):
+    from pathlib import Path
+
+    from auxsearch.cli import main
+
+    design = str(Path(__file__).parents[1] / "studies" / "designs" / "cifar_resnet110_k4.yaml")
+    got = {}
+    for precision in ("fp32", "bf16"):
+        assert main(["memory", design, "--batch-size", "1024", "--precision", precision, "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["precision"] == precision
+        got[precision] = out["peak_bytes"]
+    assert got["bf16"] <= 0.75 * got["fp32"]
+
+
+def test_fp16_run_checkpoints_its_loss_scale_and_resumes_to_the_same_weights(tmp_path):
+    from auxsearch.training import fit
+
+    design = tiny_design(splits=[2], aux=[{"family": "dgl", "width": 8}])
+    train = {"epochs": 2, "batch_size": 64, "lr": 0.05, "precision": "fp16", "device": "cpu",
+             "bn_recalibration_batches": 1}
+    data = {"name": "digits", "image_size": 16}
+    whole = fit(design, train=train, data=data)
+    fit(design, train={**train, "epochs": 2}, data=data, checkpoint_dir=tmp_path,
+        on_epoch=lambda r: r.epochs == 1)  # stops after epoch 1, its checkpoint written
+    state = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert state["precision"]["scaler"]["scale"] > 0
+    resumed = fit(design, train=train, data=data, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.history == whole.history
+    for (n, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), n

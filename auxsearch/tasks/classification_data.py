@@ -1,7 +1,8 @@
 """Image-classification data sets, chosen by name from the ``data`` section of a design.
 
 Data contract: every data set yields ``(image, label)`` where ``image`` is a float tensor
-``C x H x W`` with values in ``[0, 1]``, *not* normalised, and ``label`` an ``int``. Images stay
+``C x H x W`` with values in ``[0, 1]``, *not* normalised, and ``label`` an ``int`` (a 0-dim
+int64 tensor from the tensor-held sets, which a DataLoader batches the same way). Images stay
 raw because InfoPro's reconstruction loss is a binary cross-entropy to the raw image; the model
 applies ``(x - mean) / std`` itself, with the ``mean``/``std`` carried by :class:`ImageData`.
 
@@ -9,6 +10,11 @@ Every data set has a train, a validation and a test split. Validation is carved 
 training data (``val_fraction`` of it, stratified by class, fixed seed; see
 :func:`auxsearch.tasks.data.carve`) unless the data set ships one, and always uses the evaluation
 transform. ``train_limit`` / ``val_limit`` / ``test_limit`` keep the first items of a split.
+
+digits and CIFAR are held in memory as :class:`~auxsearch.tasks.tensor_data.TensorImages`
+(under the ``Subset`` wrappers of the split and the limits), so a trainer can move them to its
+device once and cut and augment whole batches there
+(:class:`~auxsearch.tasks.tensor_data.DeviceBatches`); read item by item they behave as before.
 
 Known names (``DATASETS``):
 
@@ -18,11 +24,12 @@ Known names (``DATASETS``):
     from ``seed`` (0). No augmentation (flips turn digits into other symbols). Keys: ``name``,
     ``image_size`` (16), ``test_fraction``, ``val_fraction``, ``seed``.
 ``cifar10``, ``cifar100``
-    torchvision's on-disk pickle batches under ``root``. Validation: ``val_fraction`` (**0.1**,
-    5000 images) of the 50 000 training images. Training augmentation (``augment``, default
-    true): pad-4 random crop and horizontal flip, as the ResNet paper trains CIFAR. Keys:
-    ``name``, ``root``, ``download`` (false), ``image_size`` (32), ``augment``, ``val_fraction``,
-    ``train_limit``, ``val_limit``, ``test_limit``.
+    torchvision's on-disk pickle batches under ``root``, parsed by torchvision and kept as uint8
+    tensors (resized once at load time when ``image_size`` is not 32). Validation:
+    ``val_fraction`` (**0.1**, 5000 images) of the 50 000 training images. Training
+    augmentation (``augment``, default true): pad-4 random crop and horizontal flip, as the
+    ResNet paper trains CIFAR. Keys: ``name``, ``root``, ``download`` (false), ``image_size``
+    (32), ``augment``, ``val_fraction``, ``train_limit``, ``val_limit``, ``test_limit``.
 ``imagefolder``
     ``root`` holds ``train/`` and ``val/`` and/or ``test/``, each with one folder per class. With
     all three, ``val/`` is the validation and ``test/`` the test split; with only one of them,
@@ -38,8 +45,9 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+import numpy as np
 import torch
-from torch.utils.data import TensorDataset
+import torch.nn.functional as F
 from torchvision import datasets, transforms
 
 from auxsearch.errors import ConfigError
@@ -60,6 +68,7 @@ from auxsearch.tasks.data import (
     split_off,
     with_transform,
 )
+from auxsearch.tasks.tensor_data import TensorImages
 
 DEFAULT = "digits"
 LIMITS = {"train_limit", "val_limit", "test_limit"}
@@ -90,9 +99,9 @@ def _load_digits(cfg: Mapping, key: str) -> ImageData:
     fit_idx, val_idx = train_idx[keep], train_idx[val]
     fit_images = images[fit_idx]
     return ImageData(
-        train=TensorDataset(fit_images, labels[fit_idx]),
-        val=TensorDataset(images[val_idx], labels[val_idx]),
-        test=TensorDataset(images[test_idx], labels[test_idx]),
+        train=TensorImages(fit_images, labels[fit_idx]),
+        val=TensorImages(images[val_idx], labels[val_idx]),
+        test=TensorImages(images[test_idx], labels[test_idx]),
         in_chans=1, num_classes=10, image_size=size,
         mean=(fit_images.mean().item(),), std=(fit_images.std().item(),))
 
@@ -132,15 +141,19 @@ _CIFAR_STATS = {
 }
 
 
-def cifar_transforms(size: int, augment: bool) -> tuple[transforms.Compose, transforms.Compose]:
-    """``(train, eval)`` transforms: pad-4 random crop + horizontal flip for training when
-    ``augment`` (He et al. 2016), nothing but the resize for evaluation."""
-    steps = [] if size == 32 else [transforms.Resize((size, size))]
-    evaluate = transforms.Compose([*steps, transforms.ToTensor()])
-    if not augment:
-        return evaluate, evaluate
-    return transforms.Compose([*steps, transforms.RandomCrop(size, padding=4),
-                               transforms.RandomHorizontalFlip(), transforms.ToTensor()]), evaluate
+def cifar_images(data: np.ndarray, size: int) -> torch.Tensor:
+    """torchvision's parsed CIFAR pixels (uint8 ``N x 32 x 32 x 3``) as uint8 ``N x 3 x size x
+    size``, resized once here when ``size`` is not 32: antialiased bilinear, which on uint8 gives
+    the pixels of PIL's bilinear resize (what ``transforms.Resize`` did to every read)."""
+    # no copy: torchvision's array is its NCHW rows seen as NHWC
+    images = torch.from_numpy(data).permute(0, 3, 1, 2).contiguous()
+    if size == images.shape[-1]:
+        return images
+    out = images.new_empty((len(images), images.shape[1], size, size))
+    for start in range(0, len(images), 4096):  # in chunks: bounded scratch memory
+        out[start:start + 4096] = F.interpolate(images[start:start + 4096], size=(size, size),
+                                                mode="bilinear", antialias=True)
+    return out
 
 
 def _load_cifar(name: str, cls: type, num_classes: int) -> Loader:
@@ -150,21 +163,25 @@ def _load_cifar(name: str, cls: type, num_classes: int) -> Loader:
         root = root_path(cfg, key)
         download = bool_option(cfg, "download", False, key)
         size = int_option(cfg, "image_size", 32, key)
-        train_tf, eval_tf = cifar_transforms(size, bool_option(cfg, "augment", True, key))
+        augment = bool_option(cfg, "augment", True, key)
         for split in ("train", "val", "test"):
             int_option(cfg, f"{split}_limit", None, key)
         fraction_option(cfg, "val_fraction", 0.1, key)
         try:
-            train, test = (cls(str(root), train=s, transform=eval_tf, download=download)
-                           for s in (True, False))
+            train, test = (cls(str(root), train=s, download=download) for s in (True, False))
         except RuntimeError:  # raised by torchvision when _check_integrity fails
             raise ConfigError(f"{key}.root", f"{name} batch files in {root}/{cls.base_folder} "
                               "not found; set download: true or point root at the extracted "
                               f"{cls.base_folder} parent folder") from None
         except OSError as err:  # a failed download or an unreadable file
             raise ConfigError(f"{key}.root", f"could not read {name} from {root}: {err}") from None
-        fit, val = carve(with_transform(train, train_tf), train, cfg, key, 0.1,
+        images, labels = cifar_images(train.data, size), torch.tensor(train.targets)
+        # two views of one pair of tensors: augmented for training, plain for validation
+        fit, val = carve(TensorImages(images, labels, augment, classes=train.classes),
+                         TensorImages(images, labels, classes=train.classes), cfg, key, 0.1,
                          labels=train.targets)
+        test = TensorImages(cifar_images(test.data, size), torch.tensor(test.targets),
+                            classes=test.classes)
         mean, std = _CIFAR_STATS[name]
         return ImageData(train=fit, val=val, test=limited(cfg, key, "test", test), in_chans=3,
                          num_classes=num_classes, image_size=size, mean=mean, std=std)
