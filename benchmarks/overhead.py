@@ -34,7 +34,7 @@ def hand_written_step(stages, heads, head, opt, x, y) -> None:
     h = x
     for k, stage in enumerate(stages):
         h = stage(h.detach())
-        logits = heads[k](h) if k < len(heads) else head(h)
+        logits = heads[k](h) if k < len(heads) else head([h])  # the real head reads a list of taps
         F.cross_entropy(logits, y).backward()
     opt.step()
 
@@ -53,7 +53,7 @@ def step_overhead(batch: int, blocks: int, steps: int) -> tuple[float, float]:
     x, y = torch.rand(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
     opt_a, _ = make_optimizer(ours, TrainConfig(), 1000)
     opt_b, _ = make_optimizer(theirs, TrainConfig(), 1000)
-    heads = [a.head for a in theirs.aux]
+    heads = [a.end for a in theirs.aux]
     xb = (x - theirs.mean) / theirs.std  # auxsearch normalises inside; the hand loop gets a normalised batch
     a_times, b_times = [], []
     for _ in range(2):  # warm-up
