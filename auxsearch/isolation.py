@@ -43,7 +43,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def peak_reached(device: str) -> int | None:
-    """The allocator's peak on ``device`` so far (CUDA only; the CPU has no such counter)."""
+    """The allocator's peak on ``device`` so far (CUDA only; the CPU has no such counter).
+    ``auto`` is the device training resolves it to (CUDA when there is one)."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and torch.cuda.is_available():
         return int(torch.cuda.max_memory_allocated())
     return None

@@ -20,7 +20,7 @@ import torch
 from . import memory
 from .engine import build, end_to_end, resolve_device
 from .graph import design_hash, normalize
-from .isolation import fit_in_subprocess, is_out_of_memory, peak_reached
+from .isolation import TrialOutOfMemory, fit_in_subprocess, is_out_of_memory, peak_reached
 from .pareto import halving_keeps, rungs
 from .space import suggest_design
 from .training import NonFiniteLoss, TrainResult, fit, resolve_data_cfg
@@ -146,7 +146,9 @@ class Objective:
 
     def _out_of_memory(self, trial: optuna.Trial, design: dict, exc: Exception, simulated: int | None):
         """Out of memory is a property of the design, not a crash: record it as infeasible."""
-        reached = getattr(exc, "reached", None) or peak_reached(str(resolve_device(self.run.cfg.train.device)))
+        reached = getattr(exc, "reached", None)
+        if reached is None and not isinstance(exc, TrialOutOfMemory):  # in process: this process's own counter
+            reached = peak_reached(str(resolve_device(self.run.cfg.train.device)))
         if reached is None:
             try:
                 reached = simulated if simulated is not None else self._simulate(design)
