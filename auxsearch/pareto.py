@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypedDict
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypedDict
 
 from .errors import AuxsearchError
 
@@ -180,29 +181,50 @@ def hypervolume_2d(points: Iterable[tuple[float, float]], ref: tuple[float, floa
     return area
 
 
-def hypervolume_origin(records: Iterable[TrialRecord], budget: float | None = None) -> tuple[float, float]:
-    """The hypervolume's fixed reference point: score 0 and memory 1.1 x the end-to-end peak.
+@dataclass(frozen=True)
+class Normalised:
+    """Objectives scaled to the unit square for the hypervolume (the same in the report and the benchmark).
 
-    The end-to-end reference is trial 0 of every study, so the point is fixed
-    from the first trial on and every report of the study uses the same one;
-    designs that need more than 1.1 x end-to-end memory add no area (they do
-    not save memory). With a memory budget the budget is the memory bound;
-    without an E2E result, 1.1 x the largest peak. A metric that goes negative
-    moves the score reference down to its lowest value.
+    Score runs from the worst (0) to the best (1) scored design, memory from the lightest
+    design (0) to the end-to-end reference's peak (1); the reference point ``REF`` sits just
+    beyond the worst corner, so every scored design inside the box adds area and the whole
+    square is 1. A few points of accuracy then weigh as much as they do to a user, instead of
+    vanishing against a reference at score 0; designs above E2E's memory add nothing.
     """
+
+    s_lo: float
+    s_hi: float
+    m_lo: float
+    m_hi: float
+    REF: ClassVar[tuple[float, float]] = (-0.01, 1.01)
+
+    def point(self, score: float, peak: float) -> tuple[float, float]:
+        return ((score - self.s_lo) / ((self.s_hi - self.s_lo) or 1.0),
+                (peak - self.m_lo) / ((self.m_hi - self.m_lo) or 1.0))
+
+    def hypervolume(self, points: Iterable[tuple[float, float]]) -> float:
+        """Normalised hypervolume of raw ``(score, peak bytes)`` points."""
+        return hypervolume_2d([self.point(s, m) for s, m in points], self.REF)
+
+
+def normaliser(records: Iterable[TrialRecord]) -> Normalised | None:
+    """The :class:`Normalised` bounds of a study's scored trials (None before any); memory's top is E2E's
+    peak, or the largest peak without an E2E result."""
     done = scored(records)
     if not done:
-        return (0.0, float(budget or 0.0))
-    low = min(0.0, min(float(r["score"]) for r in done))
-    if budget:
-        return (low, float(budget))
+        return None
+    scores = [float(r["score"]) for r in done]
+    peaks = [float(r["peak_memory_bytes"]) for r in done]
     e2e = [r for r in done if r.get("is_e2e")]
-    basis = e2e[0] if e2e else max(done, key=lambda r: r["peak_memory_bytes"])
-    return (low, 1.1 * float(basis["peak_memory_bytes"]))
+    top = float(e2e[0]["peak_memory_bytes"]) if e2e else max(peaks)
+    return Normalised(min(scores), max(scores), min(peaks), top)
 
 
-def hypervolume_history(records: Iterable[TrialRecord], ref: tuple[float, float]) -> list[tuple[int, float]]:
-    """``[(trial number, hypervolume of the COMPLETE trials up to it), ...]``."""
+def hypervolume_history(records: Iterable[TrialRecord]) -> list[tuple[int, float]]:
+    """``[(trial number, normalised hypervolume of the COMPLETE trials up to it), ...]``, all on the bounds of
+    the whole study (:func:`normaliser`), so the curve only rises and ends at the front's hypervolume."""
+    records = list(records)
+    norm = normaliser(records)
     out: list[tuple[int, float]] = []
     front: list[tuple[float, float]] = []
     volume = 0.0
@@ -211,7 +233,7 @@ def hypervolume_history(records: Iterable[TrialRecord], ref: tuple[float, float]
             s, m = float(r["score"]), float(r["peak_memory_bytes"])
             if not any(fs >= s and fm <= m for fs, fm in front):
                 front = [(fs, fm) for fs, fm in front if not (s >= fs and m <= fm)] + [(s, m)]
-                volume = hypervolume_2d(front, ref)
+                volume = norm.hypervolume(front)
         out.append((r["number"], volume))
     return out
 

@@ -24,8 +24,8 @@ from .pareto import (
     confirmed_front,
     e2e_record,
     hypervolume_history,
-    hypervolume_origin,
     knee,
+    normaliser,
     pareto_front,
 )
 from .pareto import finite as _finite
@@ -234,15 +234,16 @@ def pareto_figure(records: Sequence[Record], meta: Mapping[str, Any]) -> go.Figu
     return fig
 
 
-def hypervolume_figure(records: Sequence[Record], metric: str, budget: float | None = None) -> go.Figure:
-    ref = hypervolume_origin(records, budget)
-    hist = hypervolume_history(records, ref)
-    fig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[v / MIB for _, v in hist], mode="lines+markers",
+def hypervolume_figure(records: Sequence[Record], metric: str) -> go.Figure:
+    hist = hypervolume_history(records)
+    norm = normaliser(records)
+    fig = go.Figure(go.Scatter(x=[n for n, _ in hist], y=[v for _, v in hist], mode="lines+markers",
                                line={"shape": "hv", "color": "#54A24B"}, marker={"size": 5}, name="hypervolume"))
-    fig.update_layout(title="Hypervolume of the front after each trial", height=380, template="plotly_white",
-                      xaxis_title="trial number", yaxis_rangemode="tozero",
-                      yaxis_title=f"hypervolume ({_esc(metric)} x MiB)<br>ref: {_esc(metric)} = {ref[0]:g}, "
-                                  f"memory = {ref[1] / MIB:.1f} MiB")
+    bounds = "" if norm is None else (f"<br>{_esc(metric)} {norm.s_lo:.4g} to {norm.s_hi:.4g}, memory "
+                                      f"{norm.m_lo / MIB:.1f} to {norm.m_hi / MIB:.1f} MiB")
+    fig.update_layout(title="Hypervolume of the front after each trial (normalised: the unit square is 1)",
+                      height=380, template="plotly_white", xaxis_title="trial number", yaxis_range=[0, 1.05],
+                      yaxis_title=f"normalised hypervolume{bounds}")
     return fig
 
 
@@ -304,8 +305,10 @@ _HOW_TO_READ = (
     "left of it save memory, and the 'vs E2E' column says how much. Red crosses are pruned trials at their last "
     "reported {metric}; hollow circles at the bottom are designs the memory budget (dashed line) rejected before "
     "training, at their simulated peak. The knee is the front's natural compromise, the design farthest from the "
-    "line joining the front's two ends. The hypervolume is the area the front dominates up to a fixed reference "
-    "point; where its curve stays flat, the search stopped finding better trade-offs.")
+    "line joining the front's two ends. The hypervolume is the area the front dominates with both axes scaled to "
+    "[0, 1] ({metric} from the worst to the best trial, memory from the lightest design to E2E's peak), so 1 would "
+    "be one design as light as the lightest and as good as the best; where its curve stays flat, the search "
+    "stopped finding better trade-offs.")
 
 
 def _header(records: Sequence[Record], meta: Mapping[str, Any]) -> str:
@@ -388,7 +391,7 @@ def write_report(records: Sequence[Record], meta: Mapping[str, Any], path: str |
                   _html_table(*_confirmed_rows(records, metric))]
     if front:
         parts += ["<h2>Search front (one seed, validation)</h2>", _html_table(*_search_rows(records, metric)),
-                  "<h2>Hypervolume history</h2>", hypervolume_figure(records, metric, meta.get("memory_budget_bytes")),
+                  "<h2>Hypervolume history</h2>", hypervolume_figure(records, metric),
                   "<h2>Parameters</h2>", params_figure(records, metric), "<h2>Pareto designs</h2>",
                   *_drawings(front, metric)]
     title = _esc(f"auxsearch: {meta.get('name', 'study')}")

@@ -9,8 +9,8 @@ from auxsearch.graph import design_hash
 from auxsearch.pareto import (
     hypervolume_2d,
     hypervolume_history,
-    hypervolume_origin,
     knee,
+    normaliser,
     pareto_front,
 )
 from auxsearch.report import families, pareto_table, write_report
@@ -98,18 +98,29 @@ def test_hypervolume_known_cases():
     assert hypervolume_2d([], (0.0, 100)) == 0.0
 
 
-def test_reference_point_and_history():
+def test_normalised_hypervolume_bounds_and_history():
     recs = sample_records(40, seed=1)
-    ref = hypervolume_origin(recs)
     done = [r for r in recs if r["state"] == "COMPLETE"]
-    assert ref == (0.0, pytest.approx(1.1 * max(r["peak_memory_bytes"] for r in done)))
-    hist = hypervolume_history(recs, ref)
+    norm = normaliser(recs)
+    assert (norm.s_lo, norm.s_hi) == (min(r["score"] for r in done), max(r["score"] for r in done))
+    assert norm.m_lo == min(r["peak_memory_bytes"] for r in done)
+    assert norm.point(norm.s_hi, norm.m_lo) == (1.0, 0.0) and norm.point(norm.s_lo, norm.m_hi)[0] == 0.0
+    # one ideal design (best score at the lightest memory) fills the unit square, plus the margin to REF
+    assert norm.hypervolume([(norm.s_hi, norm.m_lo)]) == pytest.approx(1.01 * 1.01)
+    hist = hypervolume_history(recs)
     assert [n for n, _ in hist] == sorted(r["number"] for r in recs)
     values = [v for _, v in hist]
     assert all(b >= a for a, b in zip(values, values[1:], strict=False))
     front = pareto_front(recs)
-    assert values[-1] == pytest.approx(hypervolume_2d([(r["score"], r["peak_memory_bytes"]) for r in front], ref))
-    assert hypervolume_origin([]) == (0.0, 0.0)
+    assert values[-1] == pytest.approx(norm.hypervolume((r["score"], r["peak_memory_bytes"]) for r in front))
+    assert 0 < values[-1] < 1.03
+    # memory's top is E2E's peak when there is one: a design heavier than E2E adds nothing
+    e2e = dict(done[0], is_e2e=True, peak_memory_bytes=min(r["peak_memory_bytes"] for r in done) * 2)
+    heavy = dict(done[1], number=999, score=max(r["score"] for r in done) + 1, peak_memory_bytes=e2e["peak_memory_bytes"] * 3)
+    with_e2e = [e2e if r is done[0] else r for r in recs]
+    assert normaliser(with_e2e).m_hi == e2e["peak_memory_bytes"]
+    assert normaliser([*with_e2e, heavy]).hypervolume([(heavy["score"], heavy["peak_memory_bytes"])]) == 0.0
+    assert normaliser([]) is None and hypervolume_history([]) == []
 
 
 def test_knee_on_l_shaped_front():
