@@ -59,7 +59,11 @@ def _add_run(sub) -> None:
     p.add_argument("--n-trials", type=int, help="override the study's n_trials")
     p.add_argument("--timeout", type=float, help="override the study's timeout (seconds)")
     p.add_argument("--workers", type=int, default=1,
-                   help="worker processes sharing the study (one GPU each when several exist)")
+                   help="worker processes sharing the study (one GPU each when several exist); a worker that "
+                        "dies is restarted (docs/distributed.md)")
+    p.add_argument("--max-restarts", type=int, default=None,
+                   help="with --workers N: a worker dying this many times in a row without finishing a trial "
+                        "is restarted no more (default 5; delays 1, 2, 4 ... s, at most 60 s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_run)
     p = sub.add_parser("worker", help="join a study's search from this process or machine")
@@ -69,6 +73,10 @@ def _add_run(sub) -> None:
                    help="distinct per worker: seeds its sampler (seed + 1000 x index) reproducibly")
     p.add_argument("--n-trials", type=int, help="override the study's n_trials")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--timeout", type=float, help="override the study's timeout (seconds, from this worker's start)")
+    p.add_argument("--seed-index", type=int,
+                   help="seed the sampler as worker K would (default: --worker-index); run gives a restarted "
+                        "worker a fresh K so it does not draw its first designs again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_worker)
 
@@ -220,10 +228,11 @@ def cmd_draw(args) -> int:
 def cmd_run(args) -> int:
     import dataclasses
 
-    from . import study
+    from . import distributed, study
     from .report import pareto_table
 
-    _check_args(args, n_trials=1, timeout=0, workers=1)
+    _check_args(args, n_trials=1, timeout=0, workers=1, max_restarts=0)
+    distributed.guard_journals()  # before the first append: opening a study writes too
     run = study.prepare(args.study, storage=args.storage)
     if args.n_trials is not None or args.timeout is not None:
         run.cfg = dataclasses.replace(run.cfg, n_trials=args.n_trials or run.cfg.n_trials,
@@ -232,7 +241,24 @@ def cmd_run(args) -> int:
     if done >= run.cfg.n_trials:
         print(f"study {run.cfg.name!r} already finished {done} trials (n_trials: {run.cfg.n_trials}); "
               "raise --n-trials to search further (confirmation still completes)", file=sys.stderr)
-    _, records, paths = study.run(run, workers=args.workers, progress=not args.no_progress)
+    try:
+        _, records, paths = study.run(run, workers=args.workers, progress=not args.no_progress,
+                                      max_restarts=args.max_restarts)
+    except distributed.StudyIncomplete as exc:
+        print(f"auxsearch: {exc}", file=sys.stderr)
+        return distributed.EXIT_INCOMPLETE
+    except Exception as exc:
+        why = distributed.storage_failure(exc)
+        if why is None:
+            raise
+        from .storage import load_study
+
+        try:
+            done = study.finished(load_study(run.storage_url, run.cfg.name))  # reads only
+        except Exception:  # the storage is still unreadable
+            done = None
+        print(f"auxsearch: {distributed.StudyIncomplete(done, run.cfg.n_trials, why)}", file=sys.stderr)
+        return distributed.EXIT_INCOMPLETE
     print(pareto_table(records, run.metric))
     print(f"\nrun folder: {run.out_dir}\nreport:     {paths['report']}\nexport:     auxsearch export "
           f"{run.out_dir} --knee -o best.yaml")
@@ -261,20 +287,32 @@ def cmd_worker(args) -> int:
     from . import distributed, study
     from .samplers import make_sampler
 
-    _check_args(args, n_trials=1, threads=0, worker_index=0)
+    _check_args(args, n_trials=1, threads=0, worker_index=0, timeout=0, seed_index=0)
+    distributed.guard_journals()  # before the first append: opening a study writes too
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
     run = study.prepare(args.study, storage=args.storage)
     distributed.refuse_sqlite(run.storage_url, 2)
-    offset = 1000 * args.worker_index
-    st = study.open_study(run, sampler=make_sampler(run, offset))
+    # The grid sampler's seed shuffles the grid, and a grid id means a point of that shuffle: every worker
+    # must share it (Optuna's advice), or two workers' ids name other points and designs are drawn twice.
+    index = args.worker_index if args.seed_index is None else args.seed_index
+    offset = 0 if run.cfg.sampler.name == "grid" else 1000 * index
     n = args.n_trials or run.cfg.n_trials
-    ran = study.optimize(run, st, n, run.cfg.timeout, progress=not args.no_progress, worker=args.worker_index,
-                         seed=run.cfg.sampler.seed + offset)
-    print(f"worker {args.worker_index}: ran {ran} trials; the study has {study.finished(st)} of {n}",
-          file=sys.stderr)
+    timeout = args.timeout if args.timeout is not None else run.cfg.timeout
+    try:
+        st = study.open_study(run, sampler=make_sampler(run, offset))
+        ran = study.optimize(run, st, n, timeout, progress=not args.no_progress, worker=args.worker_index,
+                             seed=run.cfg.sampler.seed + offset)
+        done = study.finished(st)
+    except Exception as exc:  # a storage failure is worth a restart (exit 75); anything else is not ours
+        why = distributed.storage_failure(exc)
+        if why is None:
+            raise
+        print(f"auxsearch: worker {args.worker_index}: {why}", file=sys.stderr)
+        return distributed.EXIT_STORAGE
+    print(f"worker {args.worker_index}: ran {ran} trials; the study has {done} of {n}", file=sys.stderr)
     return 0
 
 

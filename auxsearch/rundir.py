@@ -6,6 +6,12 @@
     runs/<name>/pareto.yaml         the front (confirmed when confirmation ran), E2E reference beside it
     runs/<name>/designs/trial-N.yaml  each front design, ready for ``auxsearch train``
     runs/<name>/report.html         the interactive report (opens offline)
+
+Every file is written whole or not at all (:func:`atomic_write`): into a hidden temporary
+file in the same folder (``.NAME.<pid>.<random>.tmp``), flushed to disk, then renamed over
+``NAME``. A reader, or a writer killed at any moment, sees the old file or the new one,
+never half of one; a temporary file a killed writer leaves is hidden, never read, and
+removed by a later write once it is an hour old.
 """
 
 from __future__ import annotations
@@ -14,7 +20,11 @@ import csv
 import datetime as _dt
 import io
 import json
+import os
 import sys
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +38,51 @@ from .pareto import TrialRecord, choice_front, confirmed, e2e_record, pareto_fro
 from .storage import StorageURL
 
 META = "run.yaml"
+TEMP_SUFFIX = ".tmp"
+STALE_TEMP_SECONDS = 3600.0  # a temporary file this old was left by a killed writer
+
+
+def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
+    """Write ``path`` whole or not at all: ``write(tmp)`` fills a temporary file beside it, renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
+    try:
+        write(tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def is_temporary(path: str | Path) -> bool:
+    """A file :func:`atomic_write` writes through (never an output)."""
+    name = Path(path).name
+    return name.startswith(".") and name.endswith(TEMP_SUFFIX)
+
+
+def remove_stale_temporaries(folder: Path, older_than: float = STALE_TEMP_SECONDS) -> list[Path]:
+    """Delete temporary files a killed writer left in ``folder`` (and ``designs/``) over ``older_than`` s ago."""
+    removed = []
+    now = time.time()
+    for d in (folder, folder / "designs"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            try:
+                if is_temporary(p) and p.is_file() and now - p.stat().st_mtime > older_than:
+                    p.unlink()
+                    removed.append(p)
+            except OSError:  # removed meanwhile by another writer
+                pass
+    return removed
 
 
 def run_meta(run) -> dict[str, Any]:
@@ -46,7 +101,7 @@ def run_meta(run) -> dict[str, Any]:
 
 def write_meta(out_dir: Path, meta: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / META).write_text(yaml.safe_dump(meta, sort_keys=False))
+    atomic_write_text(out_dir / META, yaml.safe_dump(meta, sort_keys=False))
 
 
 def read_meta(run_dir: str | Path) -> dict:
@@ -81,15 +136,18 @@ def recipe_design(record: dict, meta: dict) -> dict:
 
 
 def write_outputs(out_dir: Path, meta: dict, records: list[TrialRecord]) -> dict[str, Path]:
-    """(Re)write every output file of a run folder from its records."""
+    """(Re)write every output file of a run folder from its records, each one whole (:func:`atomic_write`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"trials": _write_csv(out_dir / "trials.csv", records)}
+    remove_stale_temporaries(out_dir)
+    paths = {"trials": atomic_write(out_dir / "trials.csv", lambda tmp: _write_csv(tmp, records))}
     front = choice_front(records)
     designs = out_dir / "designs"
     for r in front:
-        save_design(recipe_design(r, meta), designs / f"trial-{r['number']}.yaml")
-    paths["pareto"] = _write_pareto(out_dir / "pareto.yaml", meta, records, front)
-    paths["report"] = report.write_report(records, meta, out_dir / "report.html")
+        design = recipe_design(r, meta)
+        atomic_write(designs / f"trial-{r['number']}.yaml", lambda tmp, d=design: save_design(d, tmp))
+    paths["pareto"] = atomic_write(out_dir / "pareto.yaml",
+                                   lambda tmp: _write_pareto(tmp, meta, records, front))
+    paths["report"] = atomic_write(out_dir / "report.html", lambda tmp: report.write_report(records, meta, tmp))
     return paths
 
 

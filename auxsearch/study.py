@@ -244,12 +244,21 @@ def front_size(study: optuna.Study) -> int:
     return len(pareto_front(records(study)))
 
 
-def run(prepared: Run, *, workers: int = 1, progress: bool = True) -> tuple[optuna.Study, list[TrialRecord], dict]:
-    """``auxsearch run``: search to ``n_trials``, confirm the front, write the run folder."""
+def run(prepared: Run, *, workers: int = 1, progress: bool = True,
+        max_restarts: int | None = None) -> tuple[optuna.Study, list[TrialRecord], dict]:
+    """``auxsearch run``: search to ``n_trials``, confirm the front, write the run folder.
+
+    With ``workers`` > 1 the search runs in supervised worker processes
+    (:func:`auxsearch.distributed.run_workers`; ``max_restarts`` per worker slot, default
+    :data:`~auxsearch.distributed.MAX_RESTARTS`); when they give up short of ``n_trials``
+    the run folder shows the trials so far, nothing is confirmed, and
+    :class:`~auxsearch.distributed.StudyIncomplete` is raised.
+    """
     from . import confirm, distributed, rundir
     from .records import open_confirm, records
 
     distributed.refuse_sqlite(prepared.storage_url, workers)
+    distributed.guard_journals()  # a journal append cut by a full disk leaves no half line behind
     meta = rundir.run_meta(prepared)
     rundir.write_meta(prepared.out_dir, meta)
     st = open_study(prepared)
@@ -261,13 +270,20 @@ def run(prepared: Run, *, workers: int = 1, progress: bool = True) -> tuple[optu
     try:
         if finished(st) < prepared.cfg.n_trials:
             if workers > 1:
-                distributed.run_workers(prepared, st, workers, progress)
+                distributed.run_workers(prepared, st, workers, progress,
+                                        distributed.MAX_RESTARTS if max_restarts is None else max_restarts)
             else:
                 optimize(prepared, st, prepared.cfg.n_trials, prepared.cfg.timeout, progress=progress,
                          seed=prepared.cfg.sampler.seed)
         confirm.confirm(prepared, st, progress=progress)
     except KeyboardInterrupt:
         outputs()
+        raise
+    except distributed.StudyIncomplete:
+        try:
+            outputs()  # the trials so far, unconfirmed
+        except Exception:  # the storage or the disk that stopped the workers may stop this too
+            pass
         raise
     recs, paths = outputs()
     return st, recs, paths
