@@ -200,3 +200,21 @@ def test_fp16_run_checkpoints_its_loss_scale_and_resumes_to_the_same_weights(tmp
     assert resumed.history == whole.history
     for (n, a), b in zip(whole.model.state_dict().items(), resumed.model.state_dict().values(), strict=True):
         assert torch.equal(a, b), n
+
+
+@pytest.mark.parametrize("which", ["detection", "segmentation", "superres"])
+def test_dense_tasks_train_under_bf16_and_score_finite(which):
+    """Every task head and local head runs under autocast; the scores are computed in fp32."""
+    import math
+
+    from test_tasks import PHOTOS, SCENES, design
+
+    from auxsearch.training import fit
+
+    train = {"epochs": 1, "batch_size": 8, "lr": 0.01, "optimizer": "adamw", "device": "cpu",
+             "bn_recalibration_batches": 1}
+    data = PHOTOS if which == "superres" else SCENES
+    low = fit(design(which), train={**train, "precision": "bf16"}, data=data)
+    full = fit(design(which), train=train, data=data)
+    assert math.isfinite(low.score) and low.scores.keys() == full.scores.keys()
+    assert low.peak_memory_bytes < full.peak_memory_bytes
