@@ -114,109 +114,14 @@ def _env(threads: int = 1) -> dict[str, str]:
 # --- a PostgreSQL server of our own, which can be restarted ----------------------------------------
 
 
-class PostgresUnavailable(RuntimeError):
-    pass
-
-
-class Postgres:
-    """A throwaway PostgreSQL server on loopback, as tests/pgserver.py starts one, with ``restart``."""
-
-    DBNAME = "auxsearch_chaos"
-
-    def __init__(self) -> None:
-        sys.path.insert(0, str(ROOT / "tests"))
-        try:
-            import pgserver
-        finally:
-            sys.path.remove(str(ROOT / "tests"))
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            raise PostgresUnavailable("psycopg2 is not installed (pip install -e '.[postgres]')") from None
-        self.bindir = pgserver._bindir()
-        if self.bindir is None:
-            raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl, createdb) not found: on Debian "
-                                      "apt-get install postgresql (they live in /usr/lib/postgresql/*/bin)")
-        self.prefix: list[str] = []
-        self.owner = None
-        if os.geteuid() == 0:
-            import pwd
-
-            runuser = shutil.which("runuser")
-            try:
-                self.owner = pwd.getpwnam("postgres")
-            except KeyError:
-                self.owner = None
-            if self.owner is None or runuser is None:
-                raise PostgresUnavailable("running as root without a 'postgres' user (or runuser): initdb refuses root")
-            self.prefix = [runuser, "-u", "postgres", "--"]
-        self._free_port = pgserver._free_port
-        self.root = self.data = self.log = None
-        self.port = 0
-
-    def _run(self, *cmd: str) -> None:
-        subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, text=True)
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.DBNAME}"
-
-    def _opts(self) -> str:
-        return (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
-                "-c fsync=off")
-
-    def start(self) -> str:
-        self.root = tempfile.mkdtemp(prefix="auxsearch-chaos-pg-")
-        os.chmod(self.root, 0o700)
-        if self.owner is not None:
-            os.chown(self.root, self.owner.pw_uid, self.owner.pw_gid)
-        self.data, self.log = os.path.join(self.root, "data"), os.path.join(self.root, "server.log")
-        try:
-            self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "--auth=trust", "-U", "postgres",
-                      "-E", "UTF8", "--no-sync")
-            for attempt in range(3):
-                self.port = self._free_port()
-                try:
-                    self._pg_ctl("start")
-                    break
-                except subprocess.CalledProcessError:
-                    if attempt == 2:
-                        raise
-            subprocess.run([os.path.join(self.bindir, "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
-                            "-U", "postgres", self.DBNAME], check=True, capture_output=True, text=True)
-        except subprocess.CalledProcessError as e:
-            log = Path(self.log).read_text() if os.path.exists(self.log) else ""
-            self.stop()
-            raise PostgresUnavailable(f"{' '.join(map(str, e.cmd))} failed: {e.stderr.strip()} {log[-500:]}") from e
-        return self.url
-
-    def _pg_ctl(self, what: str) -> None:
-        pg_ctl = os.path.join(self.bindir, "pg_ctl")
-        if what == "start":
-            self._run(pg_ctl, "-D", self.data, "-l", self.log, "-o", self._opts(), "-w", "-t", "60", "start")
-        else:
-            self._run(pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
-
-    def restart(self, down_seconds: float = 0.0) -> None:
-        """Stop the server (closing every connection), stay down ``down_seconds``, start it on the same port."""
-        self._pg_ctl("stop")
-        time.sleep(down_seconds)
-        self._pg_ctl("start")
-
-    def stop(self) -> None:
-        if self.data and os.path.exists(os.path.join(self.data, "postmaster.pid")):
-            subprocess.run([*self.prefix, os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast",
-                            "-w", "stop"], capture_output=True)
-        if self.root:
-            shutil.rmtree(self.root, ignore_errors=True)
-            self.root = None
-
-    def __enter__(self) -> Postgres:
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def Postgres():  # noqa: N802
+    """The tests' throwaway server (tests/pgserver.py: one recipe for both), with its own database."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    try:
+        from pgserver import PgServer
+    finally:
+        sys.path.remove(str(ROOT / "tests"))
+    return PgServer("auxsearch_chaos")
 
 
 # --- watching the storage and the workers ------------------------------------------------------------
@@ -542,7 +447,7 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     pg = Postgres()
                     pg.start()
-                except PostgresUnavailable as exc:
+                except RuntimeError as exc:  # pgserver.PostgresUnavailable or a failed start
                     print(f"postgresql: skipped: {exc}", file=sys.stderr)
                     res["storages"][kind] = {"skipped": str(exc)}
                     continue

@@ -23,7 +23,9 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -56,60 +58,114 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """URL of a fresh, empty database on a private PostgreSQL server (session-scoped)."""
-    pytest.importorskip("psycopg2")  # SQLAlchemy 2.1's bare postgresql:// means psycopg 3
-    bindir = _bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl, createdb) not found")
-    prefix: list[str] = []
-    owner = None
-    if os.geteuid() == 0:
-        runuser = shutil.which("runuser")
-        try:
-            owner = pwd.getpwnam("postgres")
-        except KeyError:
-            pass
-        if owner is None or runuser is None:
-            pytest.skip("running as root without a 'postgres' user (or runuser); initdb refuses root")
-        prefix = [runuser, "-u", "postgres", "--"]
+class PostgresUnavailable(RuntimeError):
+    pass
 
-    def run(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, text=True)
 
-    root = tempfile.mkdtemp(prefix="auxsearch-pg-")  # short path: socket paths max ~107 chars
-    os.chmod(root, 0o700)
-    if owner is not None:
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-    data, log = os.path.join(root, "data"), os.path.join(root, "server.log")
-    pg_ctl = os.path.join(bindir, "pg_ctl")
-    try:
+class PgServer:
+    """A throwaway PostgreSQL server on loopback: ``start`` (initdb, a free port, createdb) -> URL,
+    ``restart`` (every connection closed), ``stop`` (and its folder removed). Raises
+    :class:`PostgresUnavailable` when psycopg2, the binaries or a usable user are missing."""
+
+    def __init__(self, dbname: str = DBNAME) -> None:
+        self.dbname = dbname
         try:
-            run(os.path.join(bindir, "initdb"), "-D", data, "--auth=trust", "-U", "postgres",
-                "-E", "UTF8", "--no-sync")
-            for attempt in range(3):  # the free port may be taken again before the server binds it
-                port = _free_port()
-                opts = (f"-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={root}"
-                        " -c fsync=off")  # throwaway data: no need to hit the disk
+            import psycopg2  # noqa: F401
+        except ImportError:
+            raise PostgresUnavailable("psycopg2 is not installed (pip install -e '.[postgres]')") from None
+        self.bindir = _bindir()
+        if self.bindir is None:
+            raise PostgresUnavailable("PostgreSQL server binaries (initdb, pg_ctl, createdb) not found: on Debian "
+                                      "apt-get install postgresql (they live in /usr/lib/postgresql/*/bin)")
+        self.prefix: list[str] = []
+        self.owner = None
+        if os.geteuid() == 0:
+            runuser = shutil.which("runuser")
+            try:
+                self.owner = pwd.getpwnam("postgres")
+            except KeyError:
+                self.owner = None
+            if self.owner is None or runuser is None:
+                raise PostgresUnavailable("running as root without a 'postgres' user (or runuser): initdb refuses root")
+            self.prefix = [runuser, "-u", "postgres", "--"]
+        self.root = self.data = self.log = None
+        self.port = 0
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self.prefix, *cmd], check=True, capture_output=True, text=True)
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{self.dbname}"
+
+    def _opts(self) -> str:
+        return (f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.root} "
+                "-c fsync=off")
+
+    def start(self) -> str:
+        self.root = tempfile.mkdtemp(prefix="auxsearch-pg-")
+        os.chmod(self.root, 0o700)
+        if self.owner is not None:
+            os.chown(self.root, self.owner.pw_uid, self.owner.pw_gid)
+        self.data, self.log = os.path.join(self.root, "data"), os.path.join(self.root, "server.log")
+        try:
+            self._run(os.path.join(self.bindir, "initdb"), "-D", self.data, "--auth=trust", "-U", "postgres",
+                      "-E", "UTF8", "--no-sync")
+            for attempt in range(3):
+                self.port = _free_port()
                 try:
-                    run(pg_ctl, "-D", data, "-l", log, "-o", opts, "-w", "-t", "60", "start")
+                    self._pg_ctl("start")
                     break
                 except subprocess.CalledProcessError:
                     if attempt == 2:
                         raise
-            createdb = os.path.join(bindir, "createdb")
-            subprocess.run([createdb, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", DBNAME],
-                           check=True, capture_output=True, text=True)
+            subprocess.run([os.path.join(self.bindir, "createdb"), "-h", "127.0.0.1", "-p", str(self.port),
+                            "-U", "postgres", self.dbname], check=True, capture_output=True, text=True)
         except subprocess.CalledProcessError as e:
-            server_log = ""
-            if os.path.exists(log):
-                with open(log) as f:
-                    server_log = f.read()
-            raise RuntimeError(f"{e.cmd} failed:\n{e.stdout}{e.stderr}\n{server_log}") from e
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{DBNAME}"
+            log = Path(self.log).read_text() if os.path.exists(self.log) else ""
+            self.stop()
+            raise RuntimeError(f"{' '.join(map(str, e.cmd))} failed: {e.stderr.strip()} {log[-500:]}") from e
+        return self.url
+
+    def _pg_ctl(self, what: str) -> None:
+        pg_ctl = os.path.join(self.bindir, "pg_ctl")
+        if what == "start":
+            self._run(pg_ctl, "-D", self.data, "-l", self.log, "-o", self._opts(), "-w", "-t", "60", "start")
+        else:
+            self._run(pg_ctl, "-D", self.data, "-m", "fast", "-w", "stop")
+
+    def restart(self, down_seconds: float = 0.0) -> None:
+        """Stop the server (closing every connection), stay down ``down_seconds``, start it on the same port."""
+        self._pg_ctl("stop")
+        time.sleep(down_seconds)
+        self._pg_ctl("start")
+
+    def stop(self) -> None:
+        if self.data and os.path.exists(os.path.join(self.data, "postmaster.pid")):
+            subprocess.run([*self.prefix, os.path.join(self.bindir, "pg_ctl"), "-D", self.data, "-m", "fast",
+                            "-w", "stop"], capture_output=True)
+        if self.root:
+            shutil.rmtree(self.root, ignore_errors=True)
+            self.root = None
+
+    def __enter__(self) -> PgServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh, empty database on a private PostgreSQL server (session-scoped)."""
+    try:
+        server = PgServer()
+        url = server.start()
+    except PostgresUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
     finally:
-        if os.path.exists(os.path.join(data, "postmaster.pid")):  # even if start "failed"
-            subprocess.run([*prefix, pg_ctl, "-D", data, "-m", "fast", "-w", "stop"],
-                           capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
+        server.stop()
