@@ -11,7 +11,8 @@ containers) the server commands run as the ``postgres`` OS user via ``runuser`` 
 directory that user owns. Clients connect over TCP with ``trust`` auth, so they need no
 special user. The URL names the psycopg2 driver explicitly (SQLAlchemy 2.1 would
 otherwise pick psycopg 3). Without psycopg2, the server binaries or a usable user, the
-dependent tests are skipped.
+dependent tests are skipped, unless ``AUXSEARCH_REQUIRE_POSTGRES=1`` (CI sets it): then
+they fail with the same reason, so a CI machine without PostgreSQL cannot go green.
 """
 
 from __future__ import annotations
@@ -30,6 +31,15 @@ from pathlib import Path
 import pytest
 
 DBNAME = "auxsearch_test"
+REQUIRE = "AUXSEARCH_REQUIRE_POSTGRES"  # set to 1: a missing server fails the tests instead of skipping them
+
+
+def unavailable(reason: str) -> None:
+    """Skip the calling test for ``reason``, or fail it when PostgreSQL is required (CI)."""
+    if os.environ.get(REQUIRE, "") not in ("", "0"):
+        pytest.fail(f"PostgreSQL is required ({REQUIRE}={os.environ[REQUIRE]}) but unavailable: {reason}",
+                    pytrace=False)
+    pytest.skip(reason)
 
 
 def _bindir() -> str | None:
@@ -164,7 +174,7 @@ def postgres_url() -> Iterator[str]:
         server = PgServer()
         url = server.start()
     except PostgresUnavailable as exc:
-        pytest.skip(str(exc))
+        unavailable(str(exc))
     try:
         yield url
     finally:

@@ -21,3 +21,14 @@ def test_multiobjective_study_on_postgres(postgres_url: str) -> None:  # noqa: F
     assert all(len(t.values) == 2 for t in trials)
     assert reloaded.directions == [optuna.study.StudyDirection.MINIMIZE,
                                    optuna.study.StudyDirection.MAXIMIZE]
+
+
+@pytest.mark.parametrize("value, outcome", [("", pytest.skip.Exception), ("0", pytest.skip.Exception),
+                                            ("1", pytest.fail.Exception)])
+def test_missing_postgres_skips_unless_required(monkeypatch, value, outcome) -> None:
+    """CI sets AUXSEARCH_REQUIRE_POSTGRES=1: there a missing server fails the tests instead of skipping them."""
+    import pgserver
+
+    monkeypatch.setenv(pgserver.REQUIRE, value)
+    with pytest.raises(outcome, match="initdb not found"):
+        pgserver.unavailable("initdb not found")

@@ -281,7 +281,7 @@ def test_postgresql_restarted_mid_study_the_study_still_finishes(tmp_path):
         pg = chaos.Postgres()
         pg.start()
     except pgserver.PostgresUnavailable as exc:
-        pytest.skip(str(exc))  # no server binaries / psycopg2 / usable user here: as the postgres_url fixture
+        pgserver.unavailable(str(exc))  # skipped like the postgres_url fixture (a failure where required)
     try:
         study = chaos.write_study(tmp_path, quick=True)
         proc = subprocess.Popen([sys.executable, "-m", "auxsearch", "run", str(study), "--workers", "2",
