@@ -219,7 +219,7 @@ class Objective:
             return False
         peers = [(t.user_attrs["history"][epoch - 1], t.user_attrs["peak_memory_bytes"])
                  for t in trial.study.get_trials(deepcopy=False)
-                 if t.number != trial.number and not t.user_attrs.get("reused_from") and feasible(t)
+                 if t.number != trial.number and "reused_from" not in t.user_attrs and feasible(t)
                  and len(t.user_attrs.get("history", [])) >= epoch and "peak_memory_bytes" in t.user_attrs]
         if halving_keeps((history[-1], mine), peers, p.reduction_factor):
             return False

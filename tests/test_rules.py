@@ -1,0 +1,398 @@
+"""Core rules pinned so that breaking one fails a test.
+
+Each test here states one rule of the engine, the pruner, the memory counter, the
+schedule, the report or the export, and checks it against numbers worked out by hand
+(a closed form, bytes counted on paper, the brute-force front), never against the code's
+own output. ``benchmarks/mutation.py`` measures how many deliberate breakages these and
+the other fast tests catch.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+
+import optuna
+import pytest
+import torch
+from conftest import tiny_design
+from test_report import e2e, record, sample_records
+from torch import nn
+
+from auxsearch.aux.base import StepState
+from auxsearch.config import MemoryConfig, PruningConfig, TrainConfig
+from auxsearch.engine import build, make_optimizer, train_step
+from auxsearch.errors import ConfigError
+from auxsearch.export import choose
+from auxsearch.memory import LiveBytes, tracked_peak
+from auxsearch.objective import Objective
+from auxsearch.pareto import confirmed_front, knee, pareto_front
+from auxsearch.report import confirmed_table, search_table, write_report
+from auxsearch.training import TrainResult
+
+MIB = 2**20
+
+# ----------------------------------------------------------------- EMA timing
+
+
+def _params(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("m", [0.9, 0.5])
+def test_ema_follows_the_pre_step_weights_over_three_real_optimizer_steps(batch, m):
+    """MAN: after module k's backward, p_ema <- m p_ema + (1 - m) p_next, with p_next as it was *before* the step.
+
+    Over three SGD steps the copy must be m^3 E0 + (1 - m)(m^2 W0 + m W1 + W2), W_t the
+    next module's first unit after t steps; using the stepped weights (W1, W2, W3) fails.
+    The loss of module k at step t is computed with the copy of step t - 1 (E_{t-1}).
+    """
+    torch.manual_seed(0)
+    model = build(tiny_design(splits=[2], aux=[{"family": "momentum", "depth": 1, "width": 8, "momentum": m}]))
+    aux = model.aux[0]
+    source = model.unit(aux.ema_source)
+    names = dict(source.named_parameters())
+    with torch.no_grad():  # let the copy start away from the unit it follows
+        for n, t in aux.ema.named_buffers():
+            if n in names:
+                t.add_(0.5)
+    opt, _ = make_optimizer(model, TrainConfig(lr=0.5, momentum=0.0, weight_decay=0.0), total_steps=3)
+    x, y = batch
+    ema0 = {n: t.clone() for n, t in aux.ema.named_buffers() if n in names}
+    assert ema0
+    weights = [_params(source)]
+    for _ in range(3):
+        before = copy.deepcopy(model)  # holds E_{t-1} and the weights before this step
+        h = before.stages[0]((x - before.mean) / before.std)
+        expected_loss = before.aux[0](h, x, y, StepState([], {}, before.head))
+        _, losses = train_step(model, opt, x, y)
+        torch.testing.assert_close(losses[0], expected_loss.detach(), rtol=1e-5, atol=1e-6)
+        weights.append(_params(source))
+    assert all(not torch.equal(weights[t][n], weights[t + 1][n]) for t in range(3) for n in ema0)  # it did move
+    got = dict(aux.ema.named_buffers())
+    for n, e0 in ema0.items():
+        closed = m**3 * e0 + (1 - m) * (m**2 * weights[0][n] + m * weights[1][n] + weights[2][n])
+        torch.testing.assert_close(got[n], closed, rtol=1e-5, atol=1e-6, msg=n)
+        stepped = m**3 * e0 + (1 - m) * (m**2 * weights[1][n] + m * weights[2][n] + weights[3][n])
+        if not torch.allclose(closed, stepped, rtol=1e-5, atol=1e-6):
+            assert not torch.allclose(got[n], stepped, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------- memory counter
+
+
+def test_live_bytes_counts_a_linear_sgd_momentum_step_to_the_byte():
+    """Linear(256 -> 256) + SGD momentum, batch 4, fp32: bytes worked out by hand.
+
+    Weight 256*256*4 = 262,144 B, bias 1,024 B (P = 263,168), input 4*256*4 = 4,096 B.
+    First step: the peak is at the optimizer step: weights + grads + the momentum buffers
+    it creates (3 P) + the input + the 4-byte loss; the backward's activations (a few
+    4 KiB tensors next to weights + input + loss + grads) stay below it.
+    """
+    torch.manual_seed(0)
+    lin = nn.Linear(256, 256)
+    opt = torch.optim.SGD(lin.parameters(), lr=0.1, momentum=0.9, foreach=False)
+    x = torch.randn(4, 256)
+    p_bytes = 256 * 256 * 4 + 256 * 4
+    assert p_bytes == 263_168
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        loss = lin(x).square().sum()
+        loss.backward()
+        opt.step()
+
+    counter = LiveBytes()
+    counter.track_all(lin, opt, x)
+    assert counter.current == p_bytes + 4096  # before: weights and input, no grads, no optimizer state
+    with counter:
+        step()
+    assert counter.peak == 3 * p_bytes + 4096 + 4
+    assert counter.current == 3 * p_bytes + 4096  # the loss is gone; grads and momentum buffers stay
+    # second step: the momentum buffers now exist during the backward, so its peak is the step's: when the
+    # last weight gradient is written, weights + buffers + grads (3 P), input, loss, dL/dy (4 x 256 x 4 B)
+    # and the 4-byte seed gradient are alive; the buffers are then updated in place (nothing new)
+    assert tracked_peak(step, lin, opt, x) == 3 * p_bytes + 4096 + 4 + 4096 + 4
+
+
+def test_live_bytes_counts_views_once_and_forgets_freed_storage():
+    counter = LiveBytes()
+    with counter:
+        t = torch.empty(1000)  # 4,000 B
+        v = t.view(10, 100)
+        v.add_(1)  # in place on a view: same storage
+        w = t[::2]  # a strided view: same storage
+        assert counter.current == 4000
+        u = t * 2  # a new storage
+        assert counter.current == 8000
+        del u
+        assert counter.current == 4000
+    assert counter.peak == 8000 and w.numel() == 500
+
+
+# ----------------------------------------------------------------- learning-rate schedule
+
+
+def _lrs(cfg: TrainConfig, total: int) -> list[float]:
+    model = nn.Linear(2, 2)
+    opt, sched = make_optimizer(model, cfg, total)
+    out = []
+    for _ in range(total):
+        out.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    out.append(opt.param_groups[0]["lr"])
+    return out
+
+
+def test_cosine_schedule_with_linear_warm_up():
+    """10 epochs of 10 steps, 2 warm-up epochs: lr (s+1)/20 for s < 20, then 0.5 (1 + cos(pi (s-20)/80))."""
+    lrs = _lrs(TrainConfig(lr=1.0, epochs=10, warmup_epochs=2, schedule="cosine"), 100)
+    for s in range(20):
+        assert lrs[s] == pytest.approx((s + 1) / 20)
+    for s in range(20, 101):
+        assert lrs[s] == pytest.approx(0.5 * (1 + math.cos(math.pi * min((s - 20) / 80, 1.0))), abs=1e-12)
+    assert lrs[20] == pytest.approx(1.0) and lrs[60] == pytest.approx(0.5) and lrs[100] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_constant_schedule_and_no_warm_up():
+    lrs = _lrs(TrainConfig(lr=0.3, epochs=4, warmup_epochs=1, schedule="constant"), 8)
+    assert lrs[:2] == pytest.approx([0.15, 0.3]) and lrs[2:] == pytest.approx([0.3] * 7)
+    cos = _lrs(TrainConfig(lr=0.3, epochs=4, warmup_epochs=0), 8)
+    assert cos[0] == pytest.approx(0.3)  # no warm-up: the schedule starts at the peak
+    assert cos[4] == pytest.approx(0.15) and cos[8] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_warm_up_never_swallows_the_whole_run():
+    """A warm-up as long as the run stops one step short of the end: the last step runs at the peak lr."""
+    lrs = _lrs(TrainConfig(lr=1.0, epochs=2, warmup_epochs=5), 4)
+    assert lrs[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+
+
+@pytest.mark.parametrize("kw, kind, group", [
+    ({"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, torch.optim.SGD,
+     {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
+    ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, torch.optim.SGD, {"momentum": 0.0, "nesterov": False}),
+    ({"optimizer": "adamw", "weight_decay": 0.01}, torch.optim.AdamW, {"weight_decay": 0.01}),
+])
+def test_optimizer_follows_the_recipe(kw, kind, group):
+    model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
+    model[0].weight.requires_grad_(False)
+    opt, _ = make_optimizer(model, TrainConfig(lr=0.05, **kw), 10)
+    assert type(opt) is kind and opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert {k: opt.param_groups[0][k] for k in group} == group
+    assert sum(p.numel() for p in opt.param_groups[0]["params"]) == 2 + 6  # frozen weight left out
+
+
+# ----------------------------------------------------------------- the dominated-curve pruner
+
+
+def _judge(rivals: list[dict], history: list[float], peak: float, *, simulated=None, e2e_trial=False,
+           mode: str = "measured", **pruning) -> tuple[bool, str | None]:
+    """Run the study's pruner once for a trial with ``history`` at ``peak`` against completed ``rivals``."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for r in rivals:
+        study.add_trial(optuna.trial.create_trial(
+            state=r.get("state", optuna.trial.TrialState.COMPLETE), values=r.get("values"),
+            user_attrs={"history": r["history"]}, constraints=r.get("constraints")))
+    cfg = type("C", (), {"pruning": PruningConfig(**{"warmup_epochs": 1, "margin": 0.05, **pruning}),
+                         "memory": MemoryConfig(mode=mode)})()
+    trial = study.ask()
+    if e2e_trial:
+        trial.set_user_attr("is_e2e", True)
+    if simulated is not None:
+        trial.set_user_attr("simulated_peak_bytes", simulated)
+    res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
+    res.history = list(history)
+    stop = Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+    return stop, trial.user_attrs.get("reason")
+
+
+RIVAL = {"values": [0.9, 1000.0], "history": [0.5, 0.8, 0.9]}
+
+
+@pytest.mark.parametrize("mine, stop", [(0.75, True), (0.7501, False), (0.74, True)])
+def test_margin_boundary_at_the_same_epoch(mine, stop):
+    """Stopped when the rival's epoch-2 score >= mine + margin: 0.8 >= 0.75 + 0.05 holds, 0.7501 + 0.05 does not."""
+    assert _judge([RIVAL], [0.1, mine], 1000)[0] is stop
+
+
+@pytest.mark.parametrize("peak, tolerance, stop", [(1000, 0.0, True), (999, 0.0, False), (1001, 0.0, True),
+                                                   (953, 0.05, True), (953, 0.0, False), (952, 0.05, False)])
+def test_memory_boundary(peak, tolerance, stop):
+    """A rival at 1000 B may stop a trial needing >= 1000 B; with tolerance t one needing >= 1000 / (1 + t) B."""
+    assert _judge([RIVAL], [0.1, 0.4], peak, memory_tolerance=tolerance)[0] is stop
+
+
+def test_infeasible_pruned_and_running_rivals_stop_nothing():
+    infeasible = {**RIVAL, "constraints": {"memory_budget": 5.0}}
+    pruned = {**RIVAL, "state": optuna.trial.TrialState.PRUNED, "values": None}
+    assert _judge([infeasible], [0.1, 0.4], 1000) == (False, None)
+    assert _judge([pruned], [0.1, 0.4], 1000) == (False, None)
+    feasible = {**RIVAL, "constraints": {"memory_budget": 0.0}}
+    assert _judge([feasible], [0.1, 0.4], 1000)[0]
+
+
+def test_min_rivals_counts_dominating_trials():
+    weak = {"values": [0.5, 10.0], "history": [0.5, 0.42, 0.5]}  # 0.42 < 0.4 + 0.05: does not dominate
+    assert not _judge([RIVAL, weak], [0.1, 0.4], 1000, min_rivals=2)[0]
+    stop, reason = _judge([RIVAL, {**RIVAL, "values": [0.95, 500.0]}], [0.1, 0.4], 1000, min_rivals=2)
+    assert stop and "trials [0, 1]" in reason
+
+
+def test_warm_up_same_epoch_short_rivals_and_the_reference():
+    assert not _judge([RIVAL], [0.1], 1000)[0]  # epoch 1 <= warmup_epochs 1
+    assert _judge([RIVAL], [0.1], 1000, warmup_epochs=0)[0]  # 0.5 >= 0.1 + 0.05 at epoch 1
+    assert not _judge([RIVAL], [0.1, 0.4, 0.86], 1000)[0]  # epoch 3: 0.9 < 0.86 + 0.05 (final score not used)
+    short = {"values": [0.9, 1000.0], "history": [0.9]}  # stopped before epoch 2: no curve to compare there
+    assert not _judge([short], [0.1, 0.4], 1000)[0]
+    assert not _judge([RIVAL], [0.1, 0.4], 1000, e2e_trial=True)[0]  # the E2E reference is never stopped
+    assert not _judge([RIVAL], [0.1, 0.4], 1000, enabled=False)[0]
+    stop, reason = _judge([RIVAL], [0.1, 0.4], 1000)
+    assert stop and reason.startswith("epoch 2: validation 0.4000 dominated by trials [0]")
+
+
+def test_simulated_mode_compares_simulated_bytes():
+    assert _judge([RIVAL], [0.1, 0.4], 10, simulated=1000, mode="simulated")[0]
+    assert not _judge([RIVAL], [0.1, 0.4], 10**9, simulated=999, mode="simulated")[0]
+
+
+# ----------------------------------------------------------------- report tables == fronts
+
+
+def _first_column(table: str) -> list[int]:
+    return [int(line.split()[0]) for line in table.splitlines()[2:]]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_search_table_rows_are_the_front_plus_e2e(seed):
+    recs = sample_records(30, seed=seed)
+    rows = _first_column(search_table(recs))
+    front = [r["number"] for r in pareto_front(recs)]
+    assert sorted(rows) == sorted({*front, 0})
+    mem = {r["number"]: r["peak_memory_bytes"] for r in recs}
+    assert [mem[n] for n in rows] == sorted(mem[n] for n in rows)  # by memory
+
+
+def _confirm(r: dict, vals: list[float], mib: float) -> dict:
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+    stat = {"values": vals, "mean": mean, "std": std}
+    return {**r, "confirmed": {"seeds": list(range(len(vals))), "val": stat, "test": stat,
+                               "peak_memory_bytes": int(mib * MIB)}}
+
+
+def confirmed_records() -> list[dict]:
+    """E2E 0.90 +- 0.01 at 80 MiB; #1 0.88 +- 0.03 at 20 MiB (within spread of E2E); #2 0.70 +- 0.01 at 30 MiB
+    (clearly beaten by #1); #3 0.95 +- 0.005 at 40 MiB; #4 unconfirmed."""
+    return [_confirm(e2e(0, 0.9, 80.0), [0.89, 0.90, 0.91], 80.0),
+            _confirm(record(1, 0.9, 20, splits=(1,)), [0.85, 0.88, 0.91], 20.0),
+            _confirm(record(2, 0.7, 30, splits=(2,)), [0.69, 0.70, 0.71], 30.0),
+            _confirm(record(3, 0.96, 40, splits=(3,)), [0.945, 0.95, 0.955], 40.0),
+            record(4, 0.99, 10, splits=(1, 2))]
+
+
+def test_confirmed_table_and_front_follow_the_spread_rule():
+    recs = confirmed_records()
+    assert [r["number"] for r in confirmed_front(recs)] == [1, 3]  # E2E: 0.95-0.005 > 0.90+0.01 with less memory
+    lines = confirmed_table(recs).splitlines()[2:]
+    assert [int(line.split()[0]) for line in lines] == [1, 2, 3, 0]
+    note = {int(line.split()[0]): line for line in lines}
+    assert "dominated by #1" in note[2] and "dominated by #3" in note[0] and "front" in note[1]
+
+
+def test_report_html_tables_hold_exactly_the_fronts(tmp_path):
+    recs = confirmed_records()
+    text = write_report(recs, {"name": "t", "metric": "accuracy"}, tmp_path / "r.html").read_text()
+    tables = re.findall(r"<table>(.*?)</table>", text, flags=re.S)
+    assert len(tables) == 2  # confirmed designs, then the search front
+    numbers = [[int(n) for n in re.findall(r"<tr class='[a-z0-9]*'><td class=''>(\d+)</td>", t)] for t in tables]
+    assert numbers[0] == [1, 2, 3, 0]
+    search = [r["number"] for r in pareto_front(recs)]
+    assert sorted(numbers[1]) == sorted({*search, 0}) and 4 in numbers[1]
+    empty = write_report([], {"name": "t"}, tmp_path / "e.html").read_text()
+    assert "<table>" not in empty and "No trial has COMPLETED yet" in empty
+
+
+# ----------------------------------------------------------------- export's choice rules
+
+
+def test_each_rule_picks_its_record_on_the_search_front():
+    recs = [e2e(0, 0.90, 80.0), record(1, 0.50, 10, splits=(1,)), record(2, 0.89, 20, splits=(2,)),
+            record(3, 0.90, 30, splits=(3,)), record(4, 0.91, 100, splits=(1, 2)), record(5, 0.80, 50, splits=(1, 3))]
+    front = pareto_front(recs)
+    assert [r["number"] for r in front] == [1, 2, 3, 4]
+    assert choose(recs)["number"] == 4  # best validation score
+    assert choose(recs, best_score=True)["number"] == 4
+    assert choose(recs, max_memory=30 * MIB)["number"] == 3  # the limit itself fits
+    assert choose(recs, max_memory=30 * MIB - 1)["number"] == 2
+    assert choose(recs, knee_point=True)["number"] == knee(front)["number"] == 2
+    assert choose(recs, trial=3)["number"] == 3
+    with pytest.raises(ConfigError, match="not on the front"):
+        choose(recs, trial=5)
+    assert choose(recs, trial=5, allow_dominated=True)["number"] == 5
+    with pytest.raises(ConfigError, match="smallest needs"):
+        choose(recs, max_memory=10 * MIB - 1)
+    tie = [record(1, 0.9, 20, splits=(1,)), record(2, 0.9, 10, splits=(2,))]
+    assert choose(tie)["number"] == 2  # equal scores: the lighter one
+
+
+def test_rules_choose_on_confirmed_means_when_confirmed():
+    recs = confirmed_records()  # #4 has the best single-seed score but was never confirmed
+    assert choose(recs)["number"] == 3
+    assert choose(recs, max_memory=20 * MIB)["number"] == 1  # confirmed memory, confirmed front
+    with pytest.raises(ConfigError, match="not on the front"):
+        choose(recs, trial=2)
+
+
+# ----------------------------------------------------------------- successive halving
+
+
+def _halve(peers: list[dict], history: list[float], peak: int, *, epochs: int = 9, **pruning) -> tuple[bool, str | None]:
+    """The halving rule once, for a trial at ``peak`` with ``history``, against ``peers`` (any state)."""
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for p in peers:
+        study.add_trial(optuna.trial.create_trial(
+            state=p.get("state", optuna.trial.TrialState.COMPLETE),
+            values=[(p["history"] or [0.0])[-1], p.get("peak", 1)] if p.get("state") is None else None,
+            user_attrs={"history": p["history"], **({"peak_memory_bytes": p["peak"]} if "peak" in p else {}),
+                        **({"reused_from": 0} if p.get("reused") else {})},
+            constraints=p.get("constraints")))
+    cfg = type("C", (), {"pruning": PruningConfig(**{"mode": "halving", "min_epochs": 1, "reduction_factor": 3,
+                                                     **pruning}),
+                         "memory": MemoryConfig(), "train": TrainConfig(epochs=epochs)})()
+    trial = study.ask()
+    res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
+    res.history = list(history)
+    stop = Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+    return stop, trial.user_attrs.get("reason")
+
+
+BETTER = [{"history": [0.9, 0.9, 0.9], "peak": 100}, {"history": [0.8, 0.8, 0.8], "peak": 100}]
+
+
+def test_halving_stops_outside_the_top_third_only_at_a_rung():
+    """Rungs at epochs 1 and 3 (min 1, eta 3, 9 epochs): at a rung of 3 trials only the top 1 goes on."""
+    stop, reason = _halve(BETTER, [0.5], 200)
+    assert stop and reason.startswith("halving rung at epoch 1: validation 0.5000 at 200 B not in the top 1/3 of 3")
+    assert not _halve(BETTER, [0.5, 0.5], 200)[0]  # epoch 2 is no rung
+    assert _halve(BETTER, [0.5, 0.5, 0.5], 200)[0]  # epoch 3 is
+    assert not _halve(BETTER, [0.95], 200)[0]  # the best score goes on
+    assert _halve(BETTER, [0.5], 50)[0]  # on the first non-dominated rank, but second by score: not the top 1
+    assert not _halve(BETTER, [0.5], 50, reduction_factor=2)[0]  # ... in the top 2 of 3 (eta 2)
+    assert not _halve(BETTER[:1], [0.5], 200)[0]  # 2 < eta trials reached the rung: nobody is stopped yet
+    assert _halve(BETTER, [0.5], 200, reduction_factor=2)[0]  # 0.5 at 200 B is last of 3: outside the top 2
+
+
+def test_halving_compares_scores_at_the_rung_epoch_and_skips_unfit_peers():
+    late = [{"history": [0.1, 0.9, 0.9], "peak": 100}, {"history": [0.1, 0.8, 0.8], "peak": 100}]
+    assert not _halve(late, [0.5], 200)[0]  # at epoch 1 the peers scored 0.1: 0.5 leads
+    for odd in ({"reused": True}, {"constraints": {"memory_budget": 1.0}}, {"history": []}, {"no_peak": True}):
+        peer = {**BETTER[1], **odd}
+        if odd.get("no_peak"):
+            peer.pop("peak")
+        assert not _halve([BETTER[0], peer], [0.5], 200)[0], odd  # only 2 valid trials at the rung
+    # reused_from 0 is a reuse too (of trial 0): it must not count as a trial of its own
+    running = {**BETTER[1], "state": optuna.trial.TrialState.RUNNING}
+    assert _halve([BETTER[0], running], [0.5], 200)[0]  # asynchronous: a running trial that reached it counts
