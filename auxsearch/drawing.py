@@ -2,7 +2,9 @@
 
 Units sit on a line, coloured by module; a red dashed line marks each
 gradient cut (``detach``); aux nets hang below the last unit of their
-module; dashed purple arrows are EMA links (unit -> aux that averages it).
+module; dashed purple arrows are EMA links (unit -> aux that averages it);
+orange arrows join the real head to the aux nets that end with it (a global end), labelled
+with how they reach it: 1x1 adapters to the head's taps, or copies of the later units.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ def design_figure(design: Any, title: str | None = None) -> go.Figure:
                            showarrow=True, arrowhead=2, arrowwidth=1.5 if wiring else 1,
                            arrowcolor=EDGE_COLORS.get(e["kind"], "#888"), standoff=8, startstandoff=8,
                            hovertext=f"{e['kind']} edge {u} -> {v}")
+        if e["kind"] == "global":  # say how the aux net reaches the real head (docs/concepts.md)
+            how = "1x1 adapters" if e.get("through") == "adapter" else f"{e.get('through')} copies of later units"
+            fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, xref="x", yref="y", showarrow=False,
+                               text=f"{e.get('end')} via {how}", font={"size": 9, "color": EDGE_COLORS["global"]},
+                               bgcolor="rgba(255,255,255,0.8)")
         if e.get("detach") and e["kind"] == "data":
             fig.add_shape(type="line", x0=(x0 + x1) / 2, x1=(x0 + x1) / 2, y0=-0.5, y1=0.5,
                           line={"color": "#E45756", "dash": "dash", "width": 2})

@@ -73,8 +73,9 @@ WIRING = (
     Option("end", str, "local", one_of("local", "global", "global_ema"),
            "aux end: local head, the real head shared (global) or its EMA copy (global_ema)", search="local",
            asked=(CAN_END_GLOBALLY,), hashed_default=False, leading=True),
-    Option("through", str, "ema", one_of("ema", "trainable"),
-           "global ends: later units in front of the head as EMA (ema) or trainable copies", search="ema",
+    Option("through", str, "adapter", one_of("adapter", "ema", "trainable"),
+           "global ends: reach the head's later taps by light 1x1 projections (adapter) or by copies of the later "
+           "units, EMA (ema) or trainable", search="adapter",
            applies=(When(lambda e, t: e["end"] != "local", "end: global or global_ema"),)),
     Option("through_momentum", float, 0.995, EMA_RULE,
            "global ends: EMA momentum of the copied later units / head", search=0.995,

@@ -19,12 +19,21 @@ the early full-resolution maps (EDSR's global residual).
 ends with the network's real head: ``global`` calls the real head itself (shared, so
 its gradients reach the real head from every such module; its BatchNorm running statistics
 are left to the real path), ``global_ema`` an EMA copy
-of it (no gradient reaches the real head; the copy follows it after every step). In
-front of it sit copies of the later backbone units (``through: ema`` frozen copies
-that follow the real units by EMA, ``through: trainable`` trainable copies initialised
-from them), so the aux net is the rest of the network. Module k's parameters still get
-gradients from module k's loss only: every copy's input is module k's own output, and
-the earlier modules' features it reads are detached.
+of it (no gradient reaches the real head; the copy follows it after every step). How
+module k's feature reaches the taps the head reads after module k (``through``):
+
+* ``adapter`` (default): one light :class:`Adapter` per such tap, a resize to the tap's
+  resolution (average pooling down, nearest up) and a 1x1 conv to its channels, started as
+  the parameter-free shortcut of He et al.'s option A (identity on the shared channels,
+  zero on the others). No copy of a later unit runs, so the end costs the head's own
+  activations and the adapters' small ones, not the rest of the network's.
+* ``ema`` / ``trainable``: copies of the later backbone units (frozen copies that follow
+  the real units by EMA, or trainable copies initialised from them), so the aux net is
+  the rest of the network.
+
+Module k's parameters still get gradients from module k's loss only: every adapter's or
+copy's input is module k's own output, and the earlier modules' features it reads are
+detached.
 """
 
 from __future__ import annotations
@@ -99,8 +108,36 @@ def frozen_statistics(module: nn.Module):
                 m.num_batches_tracked.copy_(count)
 
 
+class Adapter(nn.Module):
+    """Module k's feature to the shape of one tap the real head reads: resize + 1x1 conv.
+
+    A 1x1 conv commutes with average pooling and with nearest upsampling, so the conv runs
+    at the smaller of the two resolutions (pool first, or upsample last): the same map, the
+    fewest bytes. Initialised as He et al.'s option-A shortcut: identity on the first
+    ``min(c_in, c_out)`` channels, zero on the others, zero bias (the later residual
+    branches as if they added nothing; exact for an EDSR body, whose blocks keep the width).
+    """
+
+    def __init__(self, in_shape: tuple, out_shape: tuple) -> None:
+        super().__init__()
+        self.size = tuple(out_shape[1:])
+        self.down = in_shape[-1] >= out_shape[-1]
+        c_in, c_out = in_shape[0], out_shape[0]
+        self.proj = nn.Conv2d(c_in, c_out, 1)
+        with torch.no_grad():
+            self.proj.weight.zero_()
+            self.proj.bias.zero_()
+            n = min(c_in, c_out)
+            self.proj.weight[:n, :n, 0, 0].copy_(torch.eye(n))
+
+    def forward(self, h: Tensor) -> Tensor:
+        if self.down:
+            return self.proj(resize_to(h, self.size))
+        return resize_to(self.proj(h), self.size)
+
+
 class GlobalEnd(nn.Module):
-    """Copies of the later units + the real head (shared) or an EMA copy of it."""
+    """Module k's feature -> (adapters | copies of the later units) -> the real head or an EMA copy of it."""
 
     def __init__(self, ctx: AuxContext, resume_at: int, end: str, through: str, momentum: float) -> None:
         super().__init__()
@@ -108,9 +145,16 @@ class GlobalEnd(nn.Module):
         self.own_last = ctx.next_start - 1  # module k's last unit: its tap comes attached
         self.taps = list(ctx.taps)
         self.momentum = momentum
-        later = ctx.units[resume_at:]
-        copy = frozen_copy if through == "ema" else clone_module
-        self.through = nn.ModuleList(copy(u) for u in later)
+        if through == "adapter":  # one light projection per tap after module k's own layers
+            src = tuple(ctx.unit_out_shapes[resume_at - 1])
+            self.adapters = nn.ModuleDict({str(i): Adapter(src, tuple(ctx.unit_out_shapes[i]))
+                                           for i in self.taps if i >= resume_at})
+            self.through = nn.ModuleList()
+        else:
+            later = ctx.units[resume_at:]
+            copy = frozen_copy if through == "ema" else clone_module
+            self.adapters = None
+            self.through = nn.ModuleList(copy(u) for u in later)
         self.follow_units = through == "ema"
         self.head_ema = frozen_copy(ctx.head) if end == "global_ema" else None
 
@@ -118,6 +162,9 @@ class GlobalEnd(nn.Module):
         got = dict(state.taps)
         got[self.own_last] = feat
         got[self.resume_at - 1] = h
+        if self.adapters is not None:
+            for i, adapter in self.adapters.items():
+                got[int(i)] = adapter(h)
         for i, unit in enumerate(self.through, self.resume_at):
             h = unit(h)
             if i in self.taps:
