@@ -249,17 +249,14 @@ def e2e_record(records: Iterable[TrialRecord]) -> TrialRecord | None:
 
 def nondominated_ranks(points: Sequence[tuple[float, float]]) -> list[int]:
     """Rank 0 for the (score up, memory down) front, 1 for the front of the rest, ..."""
-    ranks = [-1] * len(points)
+    rank_of: dict[int, int] = {}
     left = set(range(len(points)))
-    rank = 0
     while left:
         front = {i for i in left if not any(
             points[j][0] >= points[i][0] and points[j][1] <= points[i][1] and points[j] != points[i] for j in left)}
-        for i in front:
-            ranks[i] = rank
+        rank_of.update(dict.fromkeys(front, len(set(rank_of.values()))))
         left -= front
-        rank += 1
-    return ranks
+    return [rank_of[i] for i in range(len(points))]
 
 
 def halving_keeps(mine: tuple[float, float], others: Sequence[tuple[float, float]], eta: int,
@@ -268,8 +265,8 @@ def halving_keeps(mine: tuple[float, float], others: Sequence[tuple[float, float
 
     Multi-objective successive halving in the spirit of MO-ASHA (Schmucker et al. 2021): the
     trials that reached the rung are ranked by non-dominated sorting on (validation score
-    at the rung's epoch, peak memory); within one rank, the higher score first, then the
-    lower memory (ties by arrival: the trial deciding now comes last). The top ``ceil(n / eta)``
+    at the rung's epoch, peak memory); within one rank, the higher score first (ties by
+    arrival: the trial deciding now comes last). The top ``ceil(n / eta)``
     go on. Until ``min_peers`` (default ``eta``) trials have reached the rung, every trial goes on:
     an asynchronous rung never stops the first arrivals for lack of company.
     """
@@ -278,7 +275,10 @@ def halving_keeps(mine: tuple[float, float], others: Sequence[tuple[float, float
     if n < (eta if min_peers is None else min_peers):
         return True
     ranks = nondominated_ranks(points)
-    order = sorted(range(n), key=lambda i: (ranks[i], -points[i][0], points[i][1], i == n - 1))
+    # Within a rank no point dominates another, so a higher score there also means more memory (equal
+    # scores mean equal memory): ordering by score orders by memory too. sorted() is stable and the
+    # deciding trial is last in `points`: exact ties go to the earlier arrivals.
+    order = sorted(range(n), key=lambda i: (ranks[i], -points[i][0]))
     return order.index(n - 1) < math.ceil(n / eta)
 
 

@@ -396,3 +396,81 @@ def test_halving_compares_scores_at_the_rung_epoch_and_skips_unfit_peers():
     # reused_from 0 is a reuse too (of trial 0): it must not count as a trial of its own
     running = {**BETTER[1], "state": optuna.trial.TrialState.RUNNING}
     assert _halve([BETTER[0], running], [0.5], 200)[0]  # asynchronous: a running trial that reached it counts
+
+
+def test_halving_ranks_ties_and_equal_scores():
+    from auxsearch.pareto import halving_keeps, nondominated_ranks
+
+    assert nondominated_ranks([(0.8, 100), (0.8, 50), (0.9, 50), (0.7, 200)]) == [2, 1, 0, 3]
+    assert nondominated_ranks([(0.8, 100), (0.8, 100)]) == [0, 0] and nondominated_ranks([]) == []
+    # an exact tie with an earlier arrival at the boundary of the top share: the earlier one goes on
+    assert not halving_keeps((0.8, 100), [(0.9, 50), (0.8, 100)], eta=2)
+    assert not halving_keeps((0.8, 100), [(0.8, 100), (0.9, 50)], eta=2)
+    assert halving_keeps((0.85, 100), [(0.8, 100), (0.9, 50)], eta=2)
+
+
+# ----------------------------------------------------------------- statistics and config ranges
+
+
+def test_stat_is_the_mean_and_sample_std():
+    from auxsearch.pareto import stat
+
+    s = stat([0.5, 0.7, 0.9])
+    assert s["values"] == [0.5, 0.7, 0.9] and s["mean"] == pytest.approx(0.7) and s["std"] == pytest.approx(0.2)
+    assert stat([3]) == {"values": [3.0], "mean": 3.0, "std": 0.0}
+    assert stat([1, 3])["std"] == pytest.approx(math.sqrt(2))
+
+
+@pytest.mark.parametrize("cls, data, key, words", [
+    (TrainConfig, {"epochs": 0}, "train.epochs", "must be >= 1, got 0"),
+    (TrainConfig, {"epochs": True}, "train.epochs", "must be an integer, got True"),
+    (TrainConfig, {"epochs": 2.5}, "train.epochs", "must be of type int, got 2.5"),
+    (TrainConfig, {"lr": 0}, "train.lr", "must be > 0, got 0"),
+    (TrainConfig, {"momentum": 1.0}, "train.momentum", "must be in [0, 1), got 1.0"),
+    (TrainConfig, {"weight_decay": -1e-9}, "train.weight_decay", "must be >= 0"),
+    (TrainConfig, {"optimizer": "lion"}, "train.optimizer", "must be one of sgd, adamw, got 'lion'"),
+    (TrainConfig, {"epoch": 3}, "train.epoch", "unknown key; allowed:"),
+    (TrainConfig, [1], "train", "must be a mapping"),
+    (MemoryConfig, {"input_size": [32]}, "memory.input_size", "must be [height, width]"),
+    (MemoryConfig, {"input_size": 32}, "memory.input_size", "must be a list, got 32"),
+    (MemoryConfig, {"input_size": [32, "x"]}, "memory.input_size.1", "must be of type int"),
+    (PruningConfig, {"reduction_factor": 1}, "pruning.reduction_factor", "must be >= 2, got 1"),
+    (PruningConfig, {"margin": -0.1}, "pruning.margin", "must be >= 0"),
+])
+def test_config_ranges_name_the_key(cls, data, key, words):
+    from auxsearch.config import from_mapping
+
+    with pytest.raises(ConfigError) as err:
+        from_mapping(cls, data, key.split(".")[0])
+    assert err.value.key == key and words in str(err.value)
+
+
+def test_config_accepts_the_boundaries_and_coerces():
+    from auxsearch.config import StudyConfig, from_mapping
+
+    t = from_mapping(TrainConfig, {"epochs": 1, "lr": 1, "momentum": 0, "weight_decay": 0, "warmup_epochs": 0,
+                                   "loader_workers": None, "threads": 0}, "train")
+    assert t.epochs == 1 and t.lr == 1.0 and isinstance(t.lr, float) and t.momentum == 0.0 and t.loader_workers is None
+    m = from_mapping(MemoryConfig, {"input_size": [1, 1], "batch_size": 1}, "memory")
+    assert m.input_size == [1, 1] and from_mapping(MemoryConfig, None) == MemoryConfig()
+    s = from_mapping(StudyConfig, {"train": {"epochs": 2}, "pruning": {"reduction_factor": 2}, "n_trials": 1})
+    assert s.train.epochs == 2 and s.train.lr == TrainConfig().lr and s.pruning.reduction_factor == 2
+
+
+@pytest.mark.parametrize("value, expected", [(1, 1), ("2MiB", 2 * 2**20), ("1.5GB", 1_500_000_000), ("512kib", 512 * 1024),
+                                             (" 3 kb ", 3000), ("7b", 7), ("12GiB", 12 * 2**30), (".5mb", 500_000)])
+def test_parse_bytes(value, expected):
+    from auxsearch.config import parse_bytes
+
+    assert parse_bytes("memory.budget", value) == expected
+
+
+@pytest.mark.parametrize("value, words", [(0, "must be > 0"), (-5, "must be > 0"), ("0MiB", "must be > 0"),
+                                          ("lots", "must be a size like 2MiB"), ("2 MiBs", "must be a size"),
+                                          (True, "must be a size"), ("1e3", "must be a size")])
+def test_parse_bytes_refuses(value, words):
+    from auxsearch.config import parse_bytes
+
+    with pytest.raises(ConfigError) as err:
+        parse_bytes("memory.budget", value)
+    assert err.value.key == "memory.budget" and words in str(err.value)
