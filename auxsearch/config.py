@@ -47,7 +47,7 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         if not isinstance(value, list | tuple):
             raise ConfigError(key, f"must be a list, got {value!r}")
         return type(value)(_coerce(f"{key}.{i}", v, args[0] if args else Any) for i, v in enumerate(value))
-    if origin is dict:
+    if origin is dict or hint is dict:  # data, backbone: any mapping, copied
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"must be a mapping, got {value!r}")
         return dict(value)

@@ -284,12 +284,14 @@ def _confirm(r: dict, vals: list[float], mib: float) -> dict:
 
 
 def confirmed_records() -> list[dict]:
-    """E2E 0.90 +- 0.01 at 80 MiB; #1 0.88 +- 0.03 at 20 MiB (within spread of E2E); #2 0.70 +- 0.01 at 30 MiB
-    (clearly beaten by #1); #3 0.95 +- 0.005 at 40 MiB; #4 unconfirmed."""
-    return [_confirm(e2e(0, 0.9, 80.0), [0.89, 0.90, 0.91], 80.0),
-            _confirm(record(1, 0.9, 20, splits=(1,)), [0.85, 0.88, 0.91], 20.0),
+    """Confirmed (seeds) values that disagree with the search's single-seed ones, so a rule that reads the
+    wrong one picks another record. Confirmed: E2E 0.90 +- 0.01 at 80 MiB; #1 0.88 +- 0.03 at 20 MiB (within
+    the spread of E2E); #2 0.70 +- 0.01 at 30 MiB (clearly beaten by #1); #3 0.95 +- 0.005 at 40 MiB. Search:
+    #1 0.97 at 35 MiB, #3 0.90 at 15 MiB. #4 (0.99 at 10 MiB) was never confirmed."""
+    return [_confirm(e2e(0, 0.91, 80.0), [0.89, 0.90, 0.91], 80.0),
+            _confirm(record(1, 0.97, 35, splits=(1,)), [0.85, 0.88, 0.91], 20.0),
             _confirm(record(2, 0.7, 30, splits=(2,)), [0.69, 0.70, 0.71], 30.0),
-            _confirm(record(3, 0.96, 40, splits=(3,)), [0.945, 0.95, 0.955], 40.0),
+            _confirm(record(3, 0.90, 15, splits=(3,)), [0.945, 0.95, 0.955], 40.0),
             record(4, 0.99, 10, splits=(1, 2))]
 
 
@@ -318,9 +320,20 @@ def test_report_html_tables_hold_exactly_the_fronts(tmp_path):
 # ----------------------------------------------------------------- export's choice rules
 
 
+def _refused(key: str, **rule) -> str:
+    with pytest.raises(ConfigError) as err:
+        choose(RULE_RECORDS, **rule)
+    assert err.value.key == key
+    return err.value.message
+
+
+RULE_RECORDS = [e2e(0, 0.90, 80.0), record(1, 0.50, 10, splits=(1,)), record(2, 0.89, 20, splits=(2,)),
+                record(3, 0.90, 30, splits=(3,)), record(4, 0.91, 100, splits=(1, 2)),
+                record(5, 0.80, 50, splits=(1, 3)), record(6, None, 5, splits=(2, 3), state="INFEASIBLE")]
+
+
 def test_each_rule_picks_its_record_on_the_search_front():
-    recs = [e2e(0, 0.90, 80.0), record(1, 0.50, 10, splits=(1,)), record(2, 0.89, 20, splits=(2,)),
-            record(3, 0.90, 30, splits=(3,)), record(4, 0.91, 100, splits=(1, 2)), record(5, 0.80, 50, splits=(1, 3))]
+    recs = RULE_RECORDS
     front = pareto_front(recs)
     assert [r["number"] for r in front] == [1, 2, 3, 4]
     assert choose(recs)["number"] == 4  # best validation score
@@ -329,21 +342,30 @@ def test_each_rule_picks_its_record_on_the_search_front():
     assert choose(recs, max_memory=30 * MIB - 1)["number"] == 2
     assert choose(recs, knee_point=True)["number"] == knee(front)["number"] == 2
     assert choose(recs, trial=3)["number"] == 3
-    with pytest.raises(ConfigError, match="not on the front"):
-        choose(recs, trial=5)
     assert choose(recs, trial=5, allow_dominated=True)["number"] == 5
-    with pytest.raises(ConfigError, match="smallest needs"):
-        choose(recs, max_memory=10 * MIB - 1)
-    tie = [record(1, 0.9, 20, splits=(1,)), record(2, 0.9, 10, splits=(2,))]
-    assert choose(tie)["number"] == 2  # equal scores: the lighter one
+    assert _refused("--trial", trial=5) == ("trial 5 is not on the front (trials 1, 2, 3, 4); "
+                                            "add --allow-dominated to export it anyway")
+    assert _refused("--trial", trial=9) == "no trial 9 in this run (trials 0..6)"
+    assert _refused("--trial", trial=6, allow_dominated=True) == "trial 6 is infeasible, not a completed design"
+    assert _refused("--max-memory", max_memory=10 * MIB - 1) == (f"no front design fits in {10 * MIB - 1} B; "
+                                                                  f"the smallest needs {10 * MIB} B")
+    with pytest.raises(ConfigError) as err:
+        choose([record(1, None, 5, state="INFEASIBLE")])
+    assert err.value.key == "" and err.value.message == "the run has no completed trial yet: nothing to export"
 
 
-def test_rules_choose_on_confirmed_means_when_confirmed():
+def test_rules_choose_on_confirmed_means_and_memory_when_confirmed():
     recs = confirmed_records()  # #4 has the best single-seed score but was never confirmed
-    assert choose(recs)["number"] == 3
-    assert choose(recs, max_memory=20 * MIB)["number"] == 1  # confirmed memory, confirmed front
+    assert choose(recs)["number"] == 3  # confirmed mean 0.95 (its search score 0.90 < #1's 0.97)
+    assert choose(recs, max_memory=20 * MIB)["number"] == 1  # confirmed 20 MiB (its search peak: 35 MiB)
+    with pytest.raises(ConfigError, match="the smallest needs 20971520 B"):
+        choose(recs, max_memory=20 * MIB - 1)
     with pytest.raises(ConfigError, match="not on the front"):
         choose(recs, trial=2)
+    # equal confirmed means, both on the confirmed front (the seeds cannot tell them apart): the lighter one
+    tie = [_confirm(record(1, 0.9, 20, splits=(1,)), [0.8, 0.9, 1.0], 20.0),
+           _confirm(record(2, 0.9, 10, splits=(2,)), [0.85, 0.9, 0.95], 10.0)]
+    assert choose(tie)["number"] == 2
 
 
 # ----------------------------------------------------------------- successive halving
@@ -445,6 +467,21 @@ def test_config_ranges_name_the_key(cls, data, key, words):
     assert err.value.key == key and words in str(err.value)
 
 
+def test_config_keys_nest_and_mappings_are_checked():
+    from auxsearch.config import StudyConfig, from_mapping
+
+    for data, key, message in [({"epochs": 0}, "epochs", "must be >= 1, got 0"),
+                               ({"train": {"epochs": 0}}, "train.epochs", "must be >= 1, got 0"),
+                               ({"data": [1]}, "data", "must be a mapping, got [1]"),
+                               ({"objectives": ["score", 3]}, "objectives.1", "must be of type str, got 3")]:
+        cls = TrainConfig if key == "epochs" else StudyConfig
+        with pytest.raises(ConfigError) as err:
+            from_mapping(cls, data)
+        assert (err.value.key, err.value.message) == (key, message)
+    s = from_mapping(StudyConfig, {"data": {"name": "digits"}, "backbone": {"name": "resnet8"}})
+    assert s.data == {"name": "digits"} and type(s.data) is dict
+
+
 def test_config_accepts_the_boundaries_and_coerces():
     from auxsearch.config import StudyConfig, from_mapping
 
@@ -474,3 +511,104 @@ def test_parse_bytes_refuses(value, words):
     with pytest.raises(ConfigError) as err:
         parse_bytes("memory.budget", value)
     assert err.value.key == "memory.budget" and words in str(err.value)
+
+
+# ----------------------------------------------------------------- knee, normalisation, spread rule
+
+
+def _knee_by_hand(points: list[tuple[float, float]]) -> int:
+    """Index of the knee by the definition: sort by memory (higher score first), min-max normalise both axes,
+    take the largest signed distance above-left of the line from the first to the last point (ties: higher score)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][1], -points[i][0]))
+    mem = [points[i][1] for i in order]
+    sco = [points[i][0] for i in order]
+
+    def unit(v):
+        span = max(v) - min(v)
+        return [(a - min(v)) / span if span else 0.0 for a in v]
+
+    x, y = unit(mem), unit(sco)
+    dx, dy = x[-1] - x[0], y[-1] - y[0]
+    dist = [(dx * (y[i] - y[0]) - dy * (x[i] - x[0])) / math.hypot(dx, dy) for i in range(len(order))]
+    best = max(range(len(order)), key=lambda i: (dist[i], y[i]))
+    return order[best]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_knee_matches_its_definition_on_fronts_that_are_not_monotone(seed):
+    """Confirmed fronts keep designs the seeds cannot separate, so a lighter design may score higher."""
+    import random
+
+    rng = random.Random(seed)
+    n = rng.randint(3, 7)
+    pts = [(round(rng.uniform(0.3, 0.95), 3), rng.choice([10, 20, 30, 40, 50, 60, 70]) + i) for i in range(n)]
+    if seed == 0:  # the lightest scores highest, the heaviest in the middle
+        pts = [(0.90, 10), (0.50, 20), (0.95, 30), (0.70, 40)]
+    recs = [record(i + 1, s, m) for i, (s, m) in enumerate(pts)]
+    got = knee(recs, score=lambda r: r["score"], memory=lambda r: r["peak_memory_bytes"])
+    assert got["number"] == _knee_by_hand(pts) + 1, pts
+
+
+def test_knee_with_three_points_and_none():
+    three = [record(1, 0.50, 10), record(2, 0.89, 20), record(3, 0.90, 30)]
+    assert knee(three)["number"] == 2  # three points: the geometric knee, not the best score
+    with pytest.raises(Exception) as err:
+        knee([])
+    assert str(err.value) == "the Pareto front is empty (no COMPLETE trial yet), so it has no knee"
+
+
+def test_unit_and_normalised_points():
+    from auxsearch.pareto import Normalised, _unit
+
+    assert _unit([2.0, 4.0, 6.0]) == [0.0, 0.5, 1.0] and _unit([3.0, 3.0]) == [0.0, 0.0]
+    assert _unit([5.0, 1.0]) == [1.0, 0.0]
+    n = Normalised(s_lo=0.5, s_hi=0.9, m_lo=10.0, m_hi=50.0)
+    assert n.point(0.7, 20.0) == pytest.approx((0.5, 0.25)) and n.point(0.9, 50.0) == pytest.approx((1.0, 1.0))
+
+
+def _c(mean: float, std: float, mib: float) -> dict:
+    return {**record(0, mean, mib), "confirmed": {"seeds": [1, 2, 3], "val": {"values": [], "mean": mean, "std": std},
+                                                 "test": {"values": [], "mean": mean, "std": std},
+                                                 "peak_memory_bytes": int(mib * MIB)}}
+
+
+def test_clearly_dominates_boundaries():
+    from auxsearch.pareto import clearly_dominates
+
+    a = _c(0.5, 0.125, 20)
+    assert clearly_dominates(_c(0.875, 0.125, 20), a)  # 0.75 > 0.625 at equal memory
+    assert not clearly_dominates(_c(0.75, 0.125, 20), a)  # 0.625 == 0.625: touching intervals are noise
+    assert not clearly_dominates(_c(0.70, 0.125, 20), a)  # 0.575 < 0.625 < 0.825: overlapping
+    assert not clearly_dominates(_c(0.875, 0.125, 21), a)  # more memory
+    assert clearly_dominates(_c(0.875, 0.125, 19), a)
+    assert not clearly_dominates(record(1, 0.99, 1), a) and not clearly_dominates(a, record(1, 0.1, 99))
+
+
+def test_confirmed_front_order_at_equal_memory():
+    from auxsearch.pareto import confirmed_front
+
+    recs = [{**_c(0.80, 0.1, 20), "number": 1, "design_hash": "a"}, {**_c(0.85, 0.1, 20), "number": 2, "design_hash": "b"},
+            {**_c(0.70, 0.1, 10), "number": 3, "design_hash": "c"}]
+    assert [r["number"] for r in confirmed_front(recs)] == [3, 2, 1]
+
+
+def test_the_pruner_records_the_curve_and_memory_it_judged():
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    cfg = type("C", (), {"pruning": PruningConfig(), "memory": MemoryConfig()})()
+    trial = study.ask()
+    res = TrainResult("accuracy", 0, 1234, "measured", 0, 0, "h", "cpu")
+    res.history = [0.25, 0.5]
+    Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+    assert trial.user_attrs["history"] == [0.25, 0.5] and trial.user_attrs["peak_memory_bytes"] == 1234
+
+
+def test_dominated_reason_text_and_rival_lists():
+    stop, reason = _judge([RIVAL], [0.1, 0.4], 1000)
+    assert reason == ("epoch 2: validation 0.4000 dominated by trials [0] (better by >= 0.05 at the same epoch, "
+                      "no more memory)")
+    stop, reason = _judge([RIVAL], [0.1, 0.4], 980, memory_tolerance=0.05)
+    assert stop and reason.endswith("(better by >= 0.05 at the same epoch, at most 1.05x its memory)")
+    exact = {"values": [0.9, 1000.0], "history": [0.5, 0.8]}  # stopped at epoch 2 itself: its curve reaches it
+    assert _judge([exact], [0.1, 0.4], 1000)[0]
+    stop, reason = _judge([RIVAL] * 7, [0.1, 0.4], 1000)
+    assert stop and "dominated by trials [0, 1, 2, 3, 4] (" in reason  # the first five named
