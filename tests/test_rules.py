@@ -114,6 +114,11 @@ def test_live_bytes_counts_a_linear_sgd_momentum_step_to_the_byte():
     # last weight gradient is written, weights + buffers + grads (3 P), input, loss, dL/dy (4 x 256 x 4 B)
     # and the 4-byte seed gradient are alive; the buffers are then updated in place (nothing new)
     assert tracked_peak(step, lin, opt, x) == 3 * p_bytes + 4096 + 4 + 4096 + 4
+    # what exists before a step is counted too: weights, their gradients, the optimizer's buffers, the batch
+    again = LiveBytes()
+    again.track_all(lin, opt, x)
+    assert again.current == again.peak == 3 * p_bytes + 4096
+    assert tracked_peak(lambda: None) == 0
 
 
 def test_live_bytes_counts_views_once_and_forgets_freed_storage():
@@ -128,7 +133,34 @@ def test_live_bytes_counts_views_once_and_forgets_freed_storage():
         assert counter.current == 8000
         del u
         assert counter.current == 4000
+        z = torch.zeros(10, dtype=torch.float64)  # keyword arguments reach the operator: 80 B, not 40
+        assert counter.current == 4080 and z.dtype == torch.float64
     assert counter.peak == 8000 and w.numel() == 500
+
+
+def test_train_step_frees_gradients_before_the_step_and_keeps_the_precision(batch):
+    """zero_grad(set_to_none=True): module 1's old gradients are gone while module 0 runs, so the step's
+    peak equals a hand-written loop's; the precision reaches the local step (bf16 logits under autocast)."""
+    from auxsearch.engine import local_step
+    from auxsearch.precision import Precision
+
+    torch.manual_seed(0)
+    model = build(tiny_design(splits=[1], aux=[{"family": "dgl", "width": 8}]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = batch
+    train_step(model, opt, x, y)  # gradients now exist
+
+    def by_hand():
+        opt.zero_grad(set_to_none=True)
+        local_step(model, x, y)
+        opt.step()
+
+    train_step(model, opt, x, y)
+    ours = tracked_peak(lambda: train_step(model, opt, x, y), model, opt, x, y)
+    assert ours == tracked_peak(by_hand, model, opt, x, y)
+    raw, _ = train_step(model, opt, x, y, precision=Precision("bf16"))
+    assert raw.dtype == torch.bfloat16
+    assert train_step(model, opt, x, y)[0].dtype == torch.float32
 
 
 # ----------------------------------------------------------------- learning-rate schedule
