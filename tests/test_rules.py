@@ -159,8 +159,23 @@ def test_train_step_frees_gradients_before_the_step_and_keeps_the_precision(batc
     ours = tracked_peak(lambda: train_step(model, opt, x, y), model, opt, x, y)
     assert ours == tracked_peak(by_hand, model, opt, x, y)
     raw, _ = train_step(model, opt, x, y, precision=Precision("bf16"))
-    assert raw.dtype == torch.bfloat16
+    assert raw.dtype == torch.bfloat16 and not raw.requires_grad
     assert train_step(model, opt, x, y)[0].dtype == torch.float32
+
+
+def test_the_step_normalises_its_input_with_the_data_statistics(batch):
+    """K = 1 local step == plain backprop through the network's own forward, with a non-trivial mean / std."""
+    torch.manual_seed(0)
+    model = build(tiny_design())
+    model.set_normalization([0.3], [0.2])
+    ref = copy.deepcopy(model)
+    from auxsearch.engine import local_step
+
+    local_step(model, *batch)
+    x, y = batch
+    torch.nn.functional.cross_entropy(ref(x), y).backward()
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad)
 
 
 # ----------------------------------------------------------------- learning-rate schedule
@@ -199,14 +214,27 @@ def test_constant_schedule_and_no_warm_up():
 def test_warm_up_never_swallows_the_whole_run():
     """A warm-up as long as the run stops one step short of the end: the last step runs at the peak lr."""
     lrs = _lrs(TrainConfig(lr=1.0, epochs=2, warmup_epochs=5), 4)
-    assert lrs[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0])
+    assert lrs[:4] == pytest.approx([1 / 3, 2 / 3, 1.0, 1.0]) and lrs[4] == pytest.approx(0.0, abs=1e-12)
+    one = _lrs(TrainConfig(lr=1.0, epochs=1, warmup_epochs=1), 10)  # one epoch of warm-up in a one-epoch run
+    assert one[:9] == pytest.approx([(s + 1) / 9 for s in range(9)])
+
+
+def test_warm_up_is_whole_steps_and_the_schedule_stays_at_zero_past_the_end():
+    lrs = _lrs(TrainConfig(lr=1.0, epochs=3, warmup_epochs=1), 10)  # 10 // 3 = 3 warm-up steps
+    assert lrs[:3] == pytest.approx([1 / 3, 2 / 3, 1.0])
+    model = nn.Linear(2, 2)
+    opt, sched = make_optimizer(model, TrainConfig(lr=1.0, epochs=2), 4)
+    for _ in range(9):  # a resumed run may step past the planned end: the rate stays at 0, it does not rise
+        opt.step()
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
 
 
 @pytest.mark.parametrize("kw, kind, group", [
     ({"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}, torch.optim.SGD,
      {"momentum": 0.9, "nesterov": True, "weight_decay": 5e-4}),
     ({"optimizer": "sgd", "momentum": 0.0, "nesterov": True}, torch.optim.SGD, {"momentum": 0.0, "nesterov": False}),
-    ({"optimizer": "adamw", "weight_decay": 0.01}, torch.optim.AdamW, {"weight_decay": 0.01}),
+    ({"optimizer": "adamw", "weight_decay": 0.05}, torch.optim.AdamW, {"weight_decay": 0.05}),
 ])
 def test_optimizer_follows_the_recipe(kw, kind, group):
     model = nn.Sequential(nn.Linear(2, 2), nn.Linear(2, 2))
