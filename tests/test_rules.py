@@ -672,3 +672,24 @@ def test_dominated_reason_text_and_rival_lists():
     assert _judge([exact], [0.1, 0.4], 1000)[0]
     stop, reason = _judge([RIVAL] * 7, [0.1, 0.4], 1000)
     assert stop and "dominated by trials [0, 1, 2, 3, 4] (" in reason  # the first five named
+
+
+def test_confirmed_keeps_one_record_per_design_and_e2e_prefers_a_completed_reference():
+    from auxsearch.pareto import confirmed, e2e_record, normaliser
+
+    a = _confirm(record(3, 0.8, 20, splits=(1,)), [0.7, 0.8, 0.9], 20.0)
+    twin = {**_confirm(record(5, 0.8, 20, splits=(1,)), [0.7, 0.8, 0.9], 20.0), "reused_from": 3}
+    other = _confirm(record(4, 0.8, 20, splits=(2,)), [0.7, 0.8, 0.9], 20.0)
+    assert [r["number"] for r in confirmed([twin, other, a])] == [3, 4]
+    failed = {**e2e(0, None, 70.0), "state": "FAIL"}
+    assert e2e_record([failed, e2e(2, 0.9, 80.0), e2e(1, 0.8, 75.0)])["number"] == 1
+    assert e2e_record([failed])["number"] == 0 and e2e_record([record(1, 0.5, 10)]) is None
+    no_ref = [record(1, 0.5, 10), record(2, 0.9, 40)]
+    n = normaliser(no_ref)
+    assert (n.m_lo, n.m_hi) == (10 * MIB, 40 * MIB)  # without E2E: the heaviest design
+
+
+def test_max_memory_rule_breaks_ties_by_memory():
+    tie = [_confirm(record(1, 0.9, 20, splits=(1,)), [0.8, 0.9, 1.0], 20.0),
+           _confirm(record(2, 0.9, 10, splits=(2,)), [0.85, 0.9, 0.95], 10.0)]
+    assert choose(tie, max_memory=20 * MIB)["number"] == 2
