@@ -42,6 +42,7 @@ def test_count_finds_lost_retried_and_duplicated_trials(chaos):
     assert got["retried"] == 1 and got["duplicated"] == 1 and got["completed"] == 3 and got["failed"] == 0
 
 
+@pytest.mark.slow  # ~35 s alone; killed workers in CI: test_distributed's kill -9 test and test_supervision
 def test_chaos_ci_journal_workers_killed_mid_trial_lose_nothing(chaos, tmp_path):
     """Kill workers in the middle of their trials: each is restarted, its trial failed and retried at once."""
     study = chaos.write_study(tmp_path / "journal", quick=True)

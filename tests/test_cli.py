@@ -64,6 +64,7 @@ def test_bad_design_files_exit_2_with_one_line_naming_the_key(tmp_path, capsys, 
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow  # ~1 min alone; exported scripts train in CI: test_the_exported_script_trains_checkpoints_and_resumes_after_a_kill
 def test_the_docs_example_script_trains_an_exported_design(capsys):
     import runpy
 

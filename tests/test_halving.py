@@ -35,7 +35,7 @@ def test_rungs():
     assert rungs(1, 3, 10) == [1, 3, 9] and rungs(1, 2, 4) == [1, 2] and rungs(2, 3, 2) == []
 
 
-@pytest.mark.parametrize("workers_view", [False, True])
+@pytest.mark.parametrize("workers_view", [False, pytest.param(True, marks=pytest.mark.slow)])  # ~1 min each alone
 def test_a_halving_study_stops_trials_at_the_rung_and_resumes(tmp_path, workers_view):
     path = write_study(tmp_path, n_trials=6, enqueue=[], train={"epochs": 2, "batch_size": 64, "lr": 0.05},
                        pruning={"enabled": True, "mode": "halving", "min_epochs": 1, "reduction_factor": 2})

@@ -153,6 +153,7 @@ def test_unknown_precision_is_refused_with_the_choices():
 # ---------------------------------------------------------------- whole runs
 
 
+@pytest.mark.slow  # ~1 min alone; bf16 peaks in CI: test_bf16_simulation_equals_measurement_on_cpu_and_is_below_fp32
 def test_train_cli_bf16_on_cpu_peaks_below_fp32(capsys):
     from pathlib import Path
 
@@ -184,6 +185,7 @@ def test_memory_cli_bf16_resnet110_k4_at_batch_1024_is_at_most_075x_fp32(capsys)
     assert got["bf16"] <= 0.75 * got["fp32"]
 
 
+@pytest.mark.slow  # ~40 s alone; the shared loss scale in CI: test_fp16_overflow_skips_the_step_for_every_module_and_backs_off
 def test_fp16_run_checkpoints_its_loss_scale_and_resumes_to_the_same_weights(tmp_path):
     from auxsearch.training import fit
 

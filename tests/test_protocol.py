@@ -33,7 +33,7 @@ def _permute_test_labels(monkeypatch):
 
 
 def _search(tmp_path, name):
-    path = write_study(tmp_path / name, n_trials=4, enqueue=["man_k4"], output=str(tmp_path / name / "run"),
+    path = write_study(tmp_path / name, n_trials=3, enqueue=["man_k4"], output=str(tmp_path / name / "run"),
                        train={"epochs": 2, "batch_size": 64, "lr": 0.05, "seed": 0},
                        pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0}, confirm={"seeds": 1})
     run = study_mod.prepare(path)

@@ -165,11 +165,15 @@ def test_pruning_compares_memory_in_one_unit():
     assert not on_epoch2(res)
 
 
-@pytest.mark.parametrize("rival_bytes, pruned", [(1, True), (10**15, False)])
-def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, rival_bytes, pruned):
-    """A completed rival with a perfect validation curve stops a real trial at epoch 2 if it needs no more memory."""
+@pytest.mark.parametrize("rival_bytes, pruned, isolation", [
+    (1, True, "inprocess"), (1, True, "subprocess"),
+    pytest.param(10**15, False, "inprocess", marks=pytest.mark.slow)])  # the no-stop boundary: test_rules, fast
+def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, rival_bytes, pruned, isolation):
+    """A completed rival with a perfect validation curve stops a real trial at epoch 2 if it needs no more memory,
+    whether the trial trains in the study's process or in a child process of its own."""
     path = write_study(tmp_path, enqueue=[], n_trials=2, train={"epochs": 3, "batch_size": 64, "lr": 0.05},
-                       pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0})  # the rival's 1.0 beats any score
+                       pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0},  # the rival's 1.0 beats any score
+                       isolation=isolation)
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
     study_mod.optimize(run, st, 1, None, progress=False)  # the E2E reference
@@ -180,6 +184,7 @@ def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, ri
     assert trial["state"] == ("PRUNED" if pruned else "COMPLETE"), trial["reason"]
     if pruned:
         assert len(trial["history"]) == 2 and "dominated by trials [1]" in trial["reason"]
+        assert st.get_trials()[2].user_attrs["isolated"] is (isolation == "subprocess")
 
 
 @pytest.mark.parametrize("change, words", [

@@ -265,7 +265,8 @@ def _shipped_study_on_tiny_files(tmp_path, name: str, **over) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["voc_detection_timm_resnet50", "div2k_superres_edsr"])
+@pytest.mark.parametrize("name", [pytest.param("voc_detection_timm_resnet50", marks=pytest.mark.slow),  # VOC files: test_detection_data
+                                  "div2k_superres_edsr"])
 def test_shipped_real_data_studies_run_on_files_in_their_layout(tmp_path, name):
     """The paths in the study resolve against its folder; the loaders read the real formats."""
     if name.startswith("voc"):
