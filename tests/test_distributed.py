@@ -51,6 +51,7 @@ def check_parallel_run(run_dir: Path, n_trials: int, capsys) -> None:
     assert {"torch", "optuna", "device", "study_file_sha256"} <= set(prov)
 
 
+@pytest.mark.slow  # 29 s; journal workers in CI: test_kill_9_mid_trial_then_the_same_command_finishes_the_study
 def test_three_workers_on_the_journal_file(tmp_path, capsys):
     path = write_study(tmp_path, n_trials=6, enqueue=[])
     done = cli("run", str(path), "--workers", "3", "--no-progress")

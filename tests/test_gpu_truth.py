@@ -41,6 +41,7 @@ def dry_run(tmp_path_factory):
     return proc, md, js
 
 
+@pytest.mark.slow  # 29 s (a whole CPU dry run); its sections in CI: test_gpu_report_sections_from_fabricated_figures
 def test_dry_run_table_rows_columns_and_numbers(dry_run):
     proc, md, js = dry_run
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -242,6 +242,7 @@ def test_every_sampler_runs(tmp_path, sampler):
     assert len([r for r in recs if r["state"] == "COMPLETE"]) == 3 and recs[0]["is_e2e"]
 
 
+@pytest.mark.slow  # 16 s; seeded search sequences pinned in CI: test_pinned_search.py
 def test_sequential_search_is_reproducible(tmp_path):
     params = []
     for name in ("a", "b"):

@@ -266,7 +266,7 @@ def _shipped_study_on_tiny_files(tmp_path, name: str, **over) -> Path:
 
 
 @pytest.mark.parametrize("name", [pytest.param("voc_detection_timm_resnet50", marks=pytest.mark.slow),  # VOC files: test_detection_data
-                                  "div2k_superres_edsr"])
+                                  pytest.param("div2k_superres_edsr", marks=pytest.mark.slow)])  # DIV2K: test_superres_data
 def test_shipped_real_data_studies_run_on_files_in_their_layout(tmp_path, name):
     """The paths in the study resolve against its folder; the loaders read the real formats."""
     if name.startswith("voc"):
