@@ -205,7 +205,7 @@ def test_workers_that_keep_dying_are_given_up_in_one_line_and_the_same_command_r
     assert len(_finished(_trials(tmp_path / "run" / "study.journal"))) == 3
 
 
-@pytest.mark.slow  # 18 s; a timeout ending a study in CI: test_supervision's full-disk test resumes one
+@pytest.mark.slow  # 18 s of a study running into its timeout; run with -m slow
 def test_a_study_that_stops_at_its_timeout_is_not_an_error(tmp_path):
     path = write_study(tmp_path, n_trials=50, enqueue=[])
     done = _cli("run", str(path), "--workers", "2", "--timeout", "1", "--no-progress")
