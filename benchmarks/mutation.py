@@ -142,7 +142,11 @@ def main() -> int:
     ap.add_argument("--unit", choices=list(UNITS), action="append", help="only these units (default: all)")
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it (inspect with mutmut show NAME)")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not write docs/results.md")
+    ap.add_argument("--from", dest="source", type=Path, help="tabulate a folder kept by an earlier --keep run")
     args = ap.parse_args()
+    if args.source:
+        codes = {n: c for n, c in results(args.source).items() if unit_of(n)}
+        return write(args, codes, float("nan"), list(UNITS))
     if shutil.which("mutmut") is None and not (Path(sys.executable).parent / "mutmut").exists():
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
         return 2
@@ -160,6 +164,13 @@ def main() -> int:
     if proc.returncode != 0 or not codes:
         print(f"mutmut run failed (exit {proc.returncode}); its folder: {folder}", file=sys.stderr)
         return 1
+    write(args, codes, minutes, units)
+    if args.keep is None:
+        shutil.rmtree(folder, ignore_errors=True)
+    return 0
+
+
+def write(args, codes: dict[str, int | None], minutes: float, units: list[str]) -> int:
     text, survivors = table(codes)
     body = "\n".join([
         "## Mutation testing of the core rules",
@@ -170,7 +181,7 @@ def main() -> int:
         "and `[tool.mutmut]` in pyproject.toml.",
         "",
         provenance(),
-        f"- wall time: {minutes:.1f} min",
+        f"- wall time: {minutes:.1f} min" if minutes == minutes else "- tabulated from a kept folder (--from)",
         "",
         text,
         "",
@@ -185,8 +196,6 @@ def main() -> int:
     print(body)
     if not args.no_write and set(units) == set(UNITS):
         write_section("mutation", body)
-    if args.keep is None:
-        shutil.rmtree(folder, ignore_errors=True)
     return 0
 
 
