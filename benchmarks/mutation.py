@@ -143,10 +143,11 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="run in this folder and keep it (inspect with mutmut show NAME)")
     ap.add_argument("--no-write", action="store_true", help="print the table, do not write docs/results.md")
     ap.add_argument("--from", dest="source", type=Path, help="tabulate a folder kept by an earlier --keep run")
+    ap.add_argument("--minutes", type=float, default=float("nan"), help="with --from: that run's wall time")
     args = ap.parse_args()
     if args.source:
         codes = {n: c for n, c in results(args.source).items() if unit_of(n)}
-        return write(args, codes, float("nan"), list(UNITS))
+        return write(args, codes, args.minutes, list(UNITS))
     if shutil.which("mutmut") is None and not (Path(sys.executable).parent / "mutmut").exists():
         print("mutmut is not installed: pip install -e '.[mutation]'", file=sys.stderr)
         return 2
