@@ -317,7 +317,6 @@ def _python(script: Path, *args: str, **kw) -> subprocess.CompletedProcess:
                           timeout=600, **kw)
 
 
-@pytest.mark.slow  # 44 s; checkpoint + resume in CI: test_train_saves_every_epoch_and_resumes_where_an_interrupted_run_stopped
 def test_the_exported_script_trains_checkpoints_and_resumes_after_a_kill(tiny_run, tmp_path):
     script = _script(tiny_run, tmp_path)
     text = script.read_text()
