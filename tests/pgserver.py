@@ -39,7 +39,7 @@ def unavailable(reason: str) -> None:
     if os.environ.get(REQUIRE, "") not in ("", "0"):
         pytest.fail(f"PostgreSQL is required ({REQUIRE}={os.environ[REQUIRE]}) but unavailable: {reason}",
                     pytrace=False)
-    pytest.skip(reason)
+    pytest.skip(reason)  # the reason names what is missing (binaries, psycopg2, a usable user) and how to get it
 
 
 def _bindir() -> str | None:

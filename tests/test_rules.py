@@ -248,6 +248,13 @@ def test_optimizer_follows_the_recipe(kw, kind, group):
 # ----------------------------------------------------------------- the dominated-curve pruner
 
 
+def _epoch_end(trial, cfg, history: list[float], peak: float) -> bool:
+    """The study's pruner called once at the end of an epoch, for ``trial`` of a stub run with config ``cfg``."""
+    res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
+    res.history = list(history)
+    return Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+
+
 def _judge(rivals: list[dict], history: list[float], peak: float, *, simulated=None, e2e_trial=False,
            mode: str = "measured", **pruning) -> tuple[bool, str | None]:
     """Run the study's pruner once for a trial with ``history`` at ``peak`` against completed ``rivals``."""
@@ -263,10 +270,7 @@ def _judge(rivals: list[dict], history: list[float], peak: float, *, simulated=N
         trial.set_user_attr("is_e2e", True)
     if simulated is not None:
         trial.set_user_attr("simulated_peak_bytes", simulated)
-    res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
-    res.history = list(history)
-    stop = Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
-    return stop, trial.user_attrs.get("reason")
+    return _epoch_end(trial, cfg, history, peak), trial.user_attrs.get("reason")
 
 
 RIVAL = {"values": [0.9, 1000.0], "history": [0.5, 0.8, 0.9]}
@@ -445,10 +449,7 @@ def _halve(peers: list[dict], history: list[float], peak: int, *, epochs: int = 
                                                      **pruning}),
                          "memory": MemoryConfig(), "train": TrainConfig(epochs=epochs)})()
     trial = study.ask()
-    res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
-    res.history = list(history)
-    stop = Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
-    return stop, trial.user_attrs.get("reason")
+    return _epoch_end(trial, cfg, history, peak), trial.user_attrs.get("reason")
 
 
 BETTER = [{"history": [0.9, 0.9, 0.9], "peak": 100}, {"history": [0.8, 0.8, 0.8], "peak": 100}]
@@ -656,9 +657,7 @@ def test_the_pruner_records_the_curve_and_memory_it_judged():
     study = optuna.create_study(directions=["maximize", "minimize"])
     cfg = type("C", (), {"pruning": PruningConfig(), "memory": MemoryConfig()})()
     trial = study.ask()
-    res = TrainResult("accuracy", 0, 1234, "measured", 0, 0, "h", "cpu")
-    res.history = [0.25, 0.5]
-    Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+    _epoch_end(trial, cfg, [0.25, 0.5], 1234)
     assert trial.user_attrs["history"] == [0.25, 0.5] and trial.user_attrs["peak_memory_bytes"] == 1234
 
 
