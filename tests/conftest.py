@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Under pytest-xdist (`-n auto`, pyproject's addopts) each worker is one process per core: one
+# torch thread each, and the same for the processes a test starts (CLI runs, workers), so the
+# cores are not oversubscribed. Run alone (`-n 0`), a test gets two threads as before.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(2)
 
 
 def tiny_design(**overrides):
