@@ -371,6 +371,7 @@ def cmd_export(args) -> int:
 def cmd_validate(args) -> int:
     from . import study
     from .engine import build
+    from .samplers import sampler_name
 
     run = study.prepare(args.study)
     designs = study.sample_designs(run, 5)
@@ -379,7 +380,7 @@ def cmd_validate(args) -> int:
     dims = {k: v.values() for k, v in run.space.dims.items() if not v.is_fixed()}
     print(f"{args.study}: ok. backbone {run.base['backbone']['name']} ({run.base['num_units']} units), "
           f"task {run.base['task']['name']}, data {run.cfg.data.get('name', 'default')} ({len(run.data.train)} train / {len(run.data.test)} test), "
-          f"sampler {run.cfg.sampler.name}, {run.cfg.n_trials} trials, storage {run.storage_url}; "
+          f"sampler {sampler_name(run)}, {run.cfg.n_trials} trials, storage {run.storage_url}; "
           f"searched: {', '.join(f'{k} {v}' for k, v in dims.items())}; 5 sampled designs build.")
     return 0
 

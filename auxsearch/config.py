@@ -167,12 +167,17 @@ class MemoryConfig:
 
 @dataclass(frozen=True)
 class SamplerConfig:
-    name: str = spec("tpe", choices=("tpe", "nsga2", "random", "gp", "grid"),
-                     help="Optuna sampler (nsga2 and gp evolve the parameters every searched trial shares: "
-                     "use splits: memory or balanced for a fixed-dimensional space)")
+    name: str = spec("auto", choices=("auto", "ehvi", "tpe", "nsga2", "random", "gp", "grid"),
+                     help="Optuna sampler. auto: ehvi where it applies, else tpe. ehvi models the score and "
+                     "simulates each candidate's memory (objectives [score, memory], a task whose step can be "
+                     "simulated: not detection); nsga2 and gp evolve the parameters every searched trial "
+                     "shares: use splits: memory or balanced for a fixed-dimensional space")
     seed: int = spec(0, "must be >= 0", non_negative, help="sampler seed (sequential runs are reproducible)")
-    n_startup_trials: int = spec(6, "must be >= 0", non_negative, help="tpe/gp: random trials before modelling")
+    n_startup_trials: int | None = spec(None, "must be >= 0", non_negative,
+                                        help="tpe/gp/ehvi: random trials before modelling (default: tpe and gp 6, ehvi 2)")
     population_size: int = spec(12, "must be >= 2", lambda v: v >= 2, help="nsga2: population size")
+    candidates: int = spec(64, "must be >= 1", positive,
+                           help="ehvi: candidate designs drawn (and memory simulated) before each trial")
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,11 @@ space (``splits: memory`` or ``balanced``): with ``splits: free`` the split rang
 on K and stay out of the intersection. A family's own options (``aux.momentum`` only with
 ``momentum``) are conditional, outside the intersection, and drawn at random as Optuna
 does. TPE (``group``) decomposes the space itself and needs none of this.
+
+``ehvi`` (:mod:`auxsearch.ehvi`) models the score alone: a design's memory is simulated before
+it trains, so the sampler picks among candidate designs by expected hypervolume improvement
+with the memory coordinate exact. It needs objectives ``[score, memory]`` and a task whose
+step can be simulated (not detection).
 """
 
 from __future__ import annotations
@@ -109,10 +114,14 @@ class SearchedGPSampler(optuna.samplers.GPSampler):
         return super().sample_independent(SearchedTrials(study), trial, param_name, param_distribution)
 
 
+def _startup(s: SamplerConfig, default: int) -> int:
+    return default if s.n_startup_trials is None else s.n_startup_trials
+
+
 def _tpe(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
     # multivariate + group: conditional spaces (a family's options exist only for that family).
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True,
-                                      n_startup_trials=s.n_startup_trials, constant_liar=True)
+                                      n_startup_trials=_startup(s, 6), constant_liar=True)
 
 
 def _nsga2(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
@@ -120,7 +129,31 @@ def _nsga2(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler
 
 
 def _gp(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
-    return SearchedGPSampler(seed=seed, n_startup_trials=s.n_startup_trials)
+    return SearchedGPSampler(seed=seed, n_startup_trials=_startup(s, 6))
+
+
+def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
+    from . import memory
+    from .ehvi import EHVISampler
+    from .graph import design_hash, normalize
+    from .space import suggest_design
+
+    def draw(trial: Any) -> tuple[str, dict]:
+        d = normalize(suggest_design(trial, run.space, run.base, run.unit_costs))
+        return design_hash(d), d
+
+    def memory_of(design: dict) -> float:  # the objective's simulation: same batch, input size and recipe
+        m = run.cfg.memory
+        return memory.simulate(design, m.batch_size or run.cfg.train.batch_size,
+                               tuple(m.input_size) if m.input_size else None, run.cfg.train)
+
+    def design_of(t: FrozenTrial) -> tuple[str, dict] | None:
+        if "design" not in t.user_attrs or "design_hash" not in t.user_attrs:
+            return None
+        return t.user_attrs["design_hash"], t.user_attrs["design"]
+
+    return EHVISampler(draw, memory_of, design_of, seed=seed, n_startup_trials=_startup(s, 2),
+                       candidates=s.candidates)
 
 
 def _grid(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
@@ -134,13 +167,33 @@ def _random(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSample
 
 
 SAMPLERS: dict[str, Callable[[SamplerConfig, int, Run], optuna.samplers.BaseSampler]] = {
-    "tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "grid": _grid, "random": _random,
+    "tpe": _tpe, "nsga2": _nsga2, "gp": _gp, "grid": _grid, "random": _random, "ehvi": _ehvi,
 }
 
 
+def ehvi_applies(run: Run) -> str | None:
+    """Why ``ehvi`` cannot serve this study (None: it can)."""
+    from .tasks import get_task
+
+    if list(run.cfg.objectives) != ["score", "memory"]:
+        return f"ehvi models the score against memory: objectives must be [score, memory], not {list(run.cfg.objectives)}"
+    task = run.base.get("task", {}).get("name", "classification")
+    if not get_task(task).simulatable:
+        return f"ehvi simulates each candidate's memory, and task {task!r} cannot be simulated; use tpe"
+    return None
+
+
+def sampler_name(run: Run) -> str:
+    """The sampler a study gets: its ``sampler.name``, with ``auto`` read as ehvi where it applies, else tpe."""
+    name = run.cfg.sampler.name
+    if name == "auto":
+        return "tpe" if ehvi_applies(run) else "ehvi"
+    return name
+
+
 def make_sampler(run: Run, worker_seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The study's sampler, seeded with ``sampler.seed + worker_seed_offset``."""
+    """The study's sampler (:func:`sampler_name`), seeded with ``sampler.seed + worker_seed_offset``."""
     s = run.cfg.sampler
     with warnings.catch_warnings():  # TPE's `group` is flagged experimental; we need it for conditional spaces
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return SAMPLERS[s.name](s, s.seed + worker_seed_offset, run)
+        return SAMPLERS[sampler_name(run)](s, s.seed + worker_seed_offset, run)

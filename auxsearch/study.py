@@ -28,7 +28,7 @@ from .errors import ConfigError
 from .graph import as_design, canonical_backbone, canonical_task, load_design, normalize
 from .objective import COMPLETE, PRUNED, RUNNING, Objective, feasible
 from .pareto import TrialRecord, pareto_front
-from .samplers import make_sampler
+from .samplers import ehvi_applies, make_sampler
 from .space import (
     SearchSpace,
     balanced_splits,
@@ -120,6 +120,8 @@ def prepare(path: str | Path, *, storage: str | None = None) -> Run:
     out_dir = out_dir if out_dir.is_absolute() else (base_dir / out_dir if cfg.output else Path.cwd() / out_dir)
     run = Run(cfg, path, out_dir.resolve(), space, base, [float(math.prod(o)) for o in outs], data, budget)
     enqueued_designs(run)  # checks names and files
+    if cfg.sampler.name == "ehvi" and (why := ehvi_applies(run)):
+        raise ConfigError("sampler.name", why)
     return run
 
 

@@ -45,7 +45,7 @@ from auxsearch.config import PruningConfig, SamplerConfig, TrainConfig, from_map
 from auxsearch.errors import ConfigError
 from auxsearch.graph import design_hash, normalize
 from auxsearch.pareto import Normalised, halving_keeps, pareto_front, rungs
-from auxsearch.samplers import SAMPLERS
+from auxsearch.samplers import SAMPLERS, sampler_name
 from auxsearch.space import grid, suggest_design
 from auxsearch.study import prepare
 
@@ -53,7 +53,7 @@ CACHE = ROOT / "benchmarks" / "cache" / "search_quality_table.json"
 SPACE = {"splits": "memory", "modules": {"low": 2, "high": 6}, "skew": [-0.5, 0.0, 0.5],
          "families": ["dgl", "infopro", "augment", "momentum"], "depth": 1, "width": [8, 32], "momentum": 0.99,
          "learnable_scale": True, "head": "dgl", "tau": 0.5, "pool": 4}
-NAMES = ("random", "tpe", "nsga2", "gp")
+NAMES = ("random", "tpe", "nsga2", "gp", "ehvi")
 MAX_TRIALS, MAX_EPOCHS, TARGET, LEAN, NEAR = 400, 160, 0.95, 0.5, 0.005  # epochs bind; the trial cap is a guard
 HALVING = PruningConfig(mode="halving", min_epochs=1, reduction_factor=3)
 
@@ -175,16 +175,25 @@ def _stops(row: dict, peers: list[dict], epoch: int, rule: PruningConfig, epochs
                for p in peers)
 
 
+SIMULATED: dict[str, float] = {}  # ehvi's memory oracle, shared by every replay: design hash -> simulated peak
+
+
 def replay(run, table: dict, sampler: str, pruning: PruningConfig | None, seed: int) -> list[tuple[int, dict | None]]:
     """One seeded study on the table: [(cumulative epochs, completed row or None), ...] per trial."""
     cfg = SamplerConfig(name=sampler, seed=seed)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=SAMPLERS[sampler](cfg, seed, run))
+    made = SAMPLERS[sampler](cfg, seed, run)
+    if sampler == "ehvi":
+        made.memory = SIMULATED
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=made)
     study.enqueue_trial({}, user_attrs={"is_e2e": True})
     epochs, spent, out, peers, completed = run.cfg.train.epochs, 0, [], [], set()
     while len(out) < MAX_TRIALS and spent < MAX_EPOCHS:
         trial = study.ask()
-        h = table["e2e"] if trial.user_attrs.get("is_e2e") else design_hash(
-            normalize(suggest_design(trial, run.space, run.base, run.unit_costs)))
+        design = normalize(engine.end_to_end(run.base) if trial.user_attrs.get("is_e2e") else
+                           suggest_design(trial, run.space, run.base, run.unit_costs))
+        h = table["e2e"] if trial.user_attrs.get("is_e2e") else design_hash(design)
+        trial.set_user_attr("design", design)  # as the objective records them (ehvi reads both)
+        trial.set_user_attr("design_hash", h)
         row = table["designs"][h]
         if h in completed:  # a study reuses a completed twin's result: no training, no epochs
             study.tell(trial, [row["curve"][-1], float(row["peak"])])
@@ -248,7 +257,7 @@ def spearman(a: list[float], b: list[float]) -> float:
     return cov / math.sqrt(sum((x - ma) ** 2 for x in ra) * sum((y - mb) ** 2 for y in rb))
 
 
-def summarise(run, table: dict, seeds: int) -> dict:
+def summarise(run, table: dict, seeds: int, only: list[str] | None = None) -> dict:
     norm = table_normaliser(table)
     rows = list(table["designs"].values())
     front = pareto_front([{"number": i, "state": "COMPLETE", "score": r["curve"][-1], "peak_memory_bytes": r["peak"]}
@@ -257,9 +266,11 @@ def summarise(run, table: dict, seeds: int) -> dict:
     lean = [r["curve"][-1] for r in rows if r["peak"] < LEAN * norm.m_hi]
     lean_target = max(lean) if lean else math.inf
     variants = {**{n: (n, None) for n in NAMES}, **{f"{n}+halving": (n, HALVING) for n in NAMES},
-                "default": (SamplerConfig().name, PruningConfig())}
+                "default": (sampler_name(run), PruningConfig())}
     out = {}
     for name, (sampler, rule) in variants.items():
+        if only and name not in only:
+            continue
         ms = [measures(replay(run, table, sampler, rule, seed), norm, true_hv, lean_target) for seed in range(seeds)]
         out[name] = {"epochs_to_95": quartiles([m["epochs_to_95"] for m in ms]),
                      "epochs_to_lean": quartiles([m["epochs_to_lean"] for m in ms]),
@@ -267,13 +278,15 @@ def summarise(run, table: dict, seeds: int) -> dict:
                      "reached_95": sum(m["epochs_to_95"] < math.inf for m in ms), "seeds": seeds}
         print(f"{name}: {out[name]['epochs_to_95']}", flush=True)
     final = [r["curve"][-1] for r in rows]
+    sim_gap = max((abs(SIMULATED[h] - r["peak"]) / r["peak"] for h, r in table["designs"].items() if h in SIMULATED),
+                  default=None)
     corr = {"with_precise_bn": spearman([r["curve"][0] for r in rows], final),
             "without_precise_bn": spearman([r["curve_raw"][0] for r in rows], [r["curve_raw"][-1] for r in rows])}
     return {"samplers": out, "rung1_rank_correlation": corr, "n_designs": len(rows),
             "true_front": [{"K": rows[f["number"]]["K"], "family": rows[f["number"]]["family"],
                             "val": rows[f["number"]]["curve"][-1], "test": rows[f["number"]]["test"],
                             "peak_ratio": rows[f["number"]]["peak"] / norm.m_hi} for f in front],
-            "lean_target": lean_target}
+            "lean_target": lean_target, "simulated_vs_measured_max_gap": sim_gap, "simulated_designs": len(SIMULATED)}
 
 
 def _epochs(x: float) -> str:
@@ -327,6 +340,8 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true", help="rebuild the table (train every design again)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--json", action="store_true", help="print the JSON summary; write nothing")
+    ap.add_argument("--only", nargs="*", metavar="NAME", help="replay only these variants (e.g. ehvi tpe+halving); "
+                    "implies --json")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     import warnings
@@ -336,9 +351,9 @@ def main() -> None:
         run = make_run(Path(tmp))
         table = build_table(run, args.retrain)
         start = time.perf_counter()
-        summary = summarise(run, table, args.seeds)
+        summary = summarise(run, table, args.seeds, args.only)
     minutes = (time.perf_counter() - start) / 60
-    if args.json:
+    if args.json or args.only:
         print(json.dumps(_finite_json(summary)))
     else:
         write(summary, minutes)

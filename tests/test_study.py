@@ -191,7 +191,7 @@ def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, ri
     ({"n_trails": 3}, "n_trails: unknown key"),
     ({"n_trials": "many"}, "n_trials: must be of type int"),
     ({"n_trials": 0}, "n_trials: must be >= 1"),
-    ({"sampler": {"name": "bayes"}}, "sampler.name: must be one of tpe, nsga2, random, gp, grid"),
+    ({"sampler": {"name": "bayes"}}, "sampler.name: must be one of auto, ehvi, tpe, nsga2, random, gp, grid"),
     ({"train": {"epochs": -1}}, "train.epochs: must be >= 1"),
     ({"train": {"optimizer": "lion"}}, "train.optimizer: must be one of sgd, adamw"),
     ({"memory": {"mode": "guess"}}, "memory.mode: must be one of measured, simulated"),
@@ -229,7 +229,7 @@ def test_validate_accepts_every_shipped_study(capsys):
     assert "ok" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp", "grid"])
+@pytest.mark.parametrize("sampler", ["nsga2", "random", "gp", "grid", "ehvi"])
 def test_every_sampler_runs(tmp_path, sampler):
     space = {"modules": [1, 2, 3], "splits": "balanced", "families": ["dgl", "momentum"], "depth": 1,
              "width": [8, 16], "momentum": 0.99, "learnable_scale": [True, False], "head": "dgl", "pool": 4}

@@ -1,0 +1,130 @@
+"""The ehvi sampler: memory known before training, the score modelled, the candidate with the largest
+expected hypervolume improvement trained next; ``sampler: auto`` picks it where it applies."""
+
+from __future__ import annotations
+
+import random
+
+import optuna
+import pytest
+from test_study import write_study
+
+from auxsearch import study as study_mod
+from auxsearch.ehvi import CandidateTrial, EHVISampler, encode, expected_improvement
+from auxsearch.errors import ConfigError
+from auxsearch.pareto import Normalised
+from auxsearch.samplers import sampler_name
+
+FAMILIES = ("good", "poor")
+
+
+def toy_design(trial) -> tuple[str, dict]:
+    """K in 2..6 and a family: memory falls with K, the score depends on the family alone."""
+    k = trial.suggest_int("K", 2, 6)
+    fam = trial.suggest_categorical("family", list(FAMILIES))
+    return f"{k}-{fam}", {"K": k, "family": fam}
+
+
+def toy_memory(design: dict) -> float:
+    return 100.0 - 10.0 * design["K"]
+
+
+def toy_score(design: dict) -> float:
+    return 0.9 if design["family"] == "good" else 0.5
+
+
+def toy_sampler(**kw) -> EHVISampler:
+    def design_of(t):
+        return (t.user_attrs["design_hash"], t.user_attrs["design"]) if "design" in t.user_attrs else None
+
+    return EHVISampler(toy_design, toy_memory, design_of, **kw)
+
+
+def tell(study: optuna.Study, trial: optuna.Trial) -> dict:
+    h, d = toy_design(trial)
+    trial.set_user_attr("design_hash", h)
+    trial.set_user_attr("design", d)
+    study.tell(trial, [toy_score(d), toy_memory(d)])
+    return d
+
+
+def test_it_trains_the_lean_design_of_the_family_that_scores():
+    """After one good and two poor heavy designs, the next is a good family design with the most
+    modules (the leanest: known before training), not a poor one nor a heavy one."""
+    sampler = toy_sampler(seed=0, n_startup_trials=0, candidates=64)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    for params in ({"K": 2, "family": "good"}, {"K": 2, "family": "poor"}, {"K": 3, "family": "poor"}):
+        study.enqueue_trial(params)
+        tell(study, study.ask())
+    chosen = tell(study, study.ask())
+    assert chosen == {"K": 6, "family": "good"}
+    assert tell(study, study.ask()) == {"K": 5, "family": "good"}  # the next leanest good one, never a repeat
+
+
+def test_startup_trials_are_random_draws_and_no_design_repeats():
+    sampler = toy_sampler(seed=3, n_startup_trials=20, candidates=8)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    seen = [tuple(tell(study, study.ask()).values()) for _ in range(10)]  # the whole space: 5 K x 2 families
+    assert len(set(seen)) == 10
+    assert seen != sorted(seen)
+
+
+def test_the_asked_parameters_are_the_chosen_candidates():
+    """The trial asks its parameters as usual; the sampler answers with the candidate it scored."""
+    sampler = toy_sampler(seed=1, n_startup_trials=0)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+    study.enqueue_trial({"K": 2, "family": "good"})
+    tell(study, study.ask())
+    trial = study.ask()
+    chosen = dict(sampler._chosen[trial.number])
+    assert toy_design(trial)[1] == {"K": chosen["K"], "family": chosen["family"]}
+
+
+def test_expected_improvement_of_certain_and_dominated_points():
+    norm = Normalised(0.0, 1.0, 0.0, 100.0)
+    front = [(1.0, 100.0)]
+    # certain (std 0): exactly the area it adds, (0.6 + 0.01) x (0.5 - 0) in normalised units
+    assert expected_improvement(norm, front, 0.6, 0.0, 50.0) == pytest.approx(0.61 * 0.5)
+    assert expected_improvement(norm, front, 0.9, 0.0, 100.0) == 0.0  # dominated: no area
+    assert expected_improvement(norm, front, 0.6, 0.2, 50.0) > expected_improvement(norm, front, 0.6, 0.0, 50.0) * 0.99
+    assert expected_improvement(norm, front, 0.6, 0.0, 20.0) > expected_improvement(norm, front, 0.6, 0.0, 50.0)
+
+
+def test_candidate_draws_stay_in_their_ranges_and_encode_to_the_unit_interval():
+    cand = CandidateTrial(random.Random(0))
+    for _ in range(200):
+        assert 2 <= cand.suggest_int("a", 2, 64, log=True) <= 64
+        assert cand.suggest_int("b", 0, 10, step=5) in (0, 5, 10)
+        c = cand.suggest_float("c", 0.1, 0.5, step=0.2)
+        assert any(abs(c - v) < 1e-12 for v in (0.1, 0.3, 0.5))
+        assert 1e-3 <= cand.suggest_float("d", 1e-3, 1.0, log=True) <= 1.0
+        assert cand.suggest_categorical("e", ["x", "y"]) in ("x", "y")
+        row = encode(cand.params, cand.distributions)
+        assert len(row) == 6 and all(0.0 <= v <= 1.0 for v in row) and sum(row[4:]) == 1.0
+
+
+def test_auto_is_ehvi_for_the_quickstart_and_tpe_where_ehvi_cannot_serve(tmp_path):
+    run = study_mod.prepare(write_study(tmp_path / "a", sampler={"name": "auto"}))
+    assert sampler_name(run) == "ehvi"
+    three = study_mod.prepare(write_study(tmp_path / "b", sampler={"name": "auto"},
+                                          objectives=["score", "memory", "seconds"]))
+    assert sampler_name(three) == "tpe"
+    with pytest.raises(ConfigError, match=r"sampler.name: ehvi models the score against memory: objectives "
+                                          r"must be \[score, memory\], not \['score', 'memory', 'seconds'\]"):
+        study_mod.prepare(write_study(tmp_path / "c", sampler={"name": "ehvi"}, objectives=["score", "memory", "seconds"]))
+
+
+def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path):
+    """A real (tiny) study: every searched design is new, and its recorded peak is the simulated one."""
+    path = write_study(tmp_path, sampler={"name": "ehvi", "seed": 0, "n_startup_trials": 1, "candidates": 6},
+                       n_trials=4, enqueue=[], pruning={"enabled": False}, memory={"mode": "simulated"})
+    run = study_mod.prepare(path)
+    st = study_mod.open_study(run)
+    study_mod.optimize(run, st, 4, None, progress=False)
+    done = [t for t in st.trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and done[0].user_attrs["is_e2e"]
+    hashes = [t.user_attrs["design_hash"] for t in done]
+    assert len(set(hashes)) == 4
+    sampler = st.sampler
+    for t in done[1:]:  # the sampler's memory for each design it saw equals what the trial recorded
+        assert sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
