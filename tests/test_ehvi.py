@@ -116,15 +116,15 @@ def test_auto_is_ehvi_for_the_quickstart_and_tpe_where_ehvi_cannot_serve(tmp_pat
 
 def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path):
     """A real (tiny) study: every searched design is new, and its recorded peak is the simulated one."""
-    path = write_study(tmp_path, sampler={"name": "ehvi", "seed": 0, "n_startup_trials": 1, "candidates": 6},
-                       n_trials=4, enqueue=[], pruning={"enabled": False}, memory={"mode": "simulated"})
+    path = write_study(tmp_path, sampler={"name": "ehvi", "seed": 0, "n_startup_trials": 1, "candidates": 3},
+                       n_trials=3, enqueue=[], pruning={"enabled": False}, memory={"mode": "simulated"})
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 4, None, progress=False)
+    study_mod.optimize(run, st, 3, None, progress=False)
     done = [t for t in st.trials if t.state.name == "COMPLETE"]
-    assert len(done) == 4 and done[0].user_attrs["is_e2e"]
+    assert len(done) == 3 and done[0].user_attrs["is_e2e"]
     hashes = [t.user_attrs["design_hash"] for t in done]
-    assert len(set(hashes)) == 4
+    assert len(set(hashes)) == 3
     sampler = st.sampler
     for t in done[1:]:  # the sampler's memory for each design it saw equals what the trial recorded
         assert sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
