@@ -26,6 +26,7 @@ step can be simulated (not detection).
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -138,9 +139,15 @@ def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
     from .graph import design_hash, normalize
     from .space import suggest_design
 
+    drawn: dict[str, tuple[str, dict]] = {}  # a finite space repeats its designs: normalise each once
+
     def draw(trial: Any) -> tuple[str, dict]:
-        d = normalize(suggest_design(trial, run.space, run.base, run.unit_costs))
-        return design_hash(d), d
+        raw = suggest_design(trial, run.space, run.base, run.unit_costs)
+        key = json.dumps(raw, sort_keys=True, default=str)
+        if key not in drawn:
+            d = normalize(raw)
+            drawn[key] = design_hash(d), d
+        return drawn[key]
 
     def memory_of(design: dict) -> float:  # the objective's simulation: same batch, input size and recipe
         m = run.cfg.memory

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import optuna
 import pytest
 from test_study import write_study
 
 from auxsearch import study as study_mod
-from auxsearch.ehvi import CandidateTrial, EHVISampler, encode, expected_improvement
+from auxsearch.ehvi import CandidateTrial, EHVISampler, encode, expected_improvement, improvement
 from auxsearch.errors import ConfigError
 from auxsearch.pareto import Normalised
 from auxsearch.samplers import sampler_name
@@ -128,3 +129,14 @@ def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path):
     sampler = st.sampler
     for t in done[1:]:  # the sampler's memory for each design it saw equals what the trial recorded
         assert sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
+
+
+def test_improvement_equals_differencing_the_hypervolume():
+    rng = random.Random(5)
+    for _ in range(200):
+        norm = Normalised(0.2, 0.9, 10.0, 110.0)
+        front = [(rng.uniform(0.1, 1.0), rng.uniform(0.0, 130.0)) for _ in range(rng.randrange(0, 7))]
+        peak, scores = rng.uniform(0.0, 130.0), [rng.uniform(0.0, 1.1) for _ in range(5)]
+        got = improvement(norm, front, np.array(scores), peak)
+        want = [norm.hypervolume([*front, (sc, peak)]) - norm.hypervolume(front) for sc in scores]
+        assert got == pytest.approx(want, abs=1e-12)
