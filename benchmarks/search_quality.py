@@ -261,10 +261,10 @@ def spearman(a: list[float], b: list[float]) -> float:
 _JOB: tuple = ()
 
 
-def _replay_job(job: tuple[str, int]) -> dict:
+def _replay_job(job: tuple[str, int]) -> tuple[tuple[str, int], dict]:
     run, table, variants, norm, true_hv, lean_target = _JOB
     sampler, rule = variants[job[0]]
-    return measures(replay(run, table, sampler, rule, job[1]), norm, true_hv, lean_target)
+    return job, measures(replay(run, table, sampler, rule, job[1]), norm, true_hv, lean_target)
 
 
 def simulate_all(run, table: dict) -> None:
@@ -295,7 +295,9 @@ def summarise(run, table: dict, seeds: int, only: list[str] | None = None, worke
     global _JOB  # the forked workers read it instead of pickling the run
     _JOB = (run, table, variants, norm, true_hv, lean_target)
     with multiprocessing.get_context("fork").Pool(workers) as pool:
-        done = dict(zip(jobs, pool.map(_replay_job, jobs), strict=True))
+        # one job at a time, the model-based samplers first: their replays are the long ones
+        jobs.sort(key=lambda j: variants[j[0]][0] not in ("gp", "ehvi"))
+        done = dict(pool.imap_unordered(_replay_job, jobs, chunksize=1))
     out = {}
     for name in variants:
         ms = [done[(name, seed)] for seed in range(seeds)]
