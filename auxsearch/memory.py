@@ -37,7 +37,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from . import engine
-from .config import TrainConfig
+from .config import StudyConfig, TrainConfig
 from .errors import ConfigError
 from .graph import as_design
 from .precision import Precision
@@ -199,6 +199,14 @@ def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = 
         return model, opt, lambda: engine.train_step(model, opt, x, y, amp), x, y
 
     return simulate_step(make)
+
+
+def simulate_in_study(design: Any, cfg: StudyConfig) -> int:
+    """:func:`simulate` at the scale a study scores memory: ``memory.batch_size`` / ``input_size`` when
+    given (the target), else the training batch and input; the study's recipe."""
+    m = cfg.memory
+    return simulate(design, m.batch_size or cfg.train.batch_size, tuple(m.input_size) if m.input_size else None,
+                    cfg.train)
 
 
 def measure(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,

@@ -161,9 +161,7 @@ class Objective:
         return self._infeasible(reached, design)
 
     def _simulate(self, design: dict) -> int:
-        m = self.run.cfg.memory
-        size = tuple(m.input_size) if m.input_size else None
-        return memory.simulate(design, m.batch_size or self.run.cfg.train.batch_size, size, self.run.cfg.train)
+        return memory.simulate_in_study(design, self.run.cfg)
 
     def _values(self, score: float, peak: float, seconds: float, n_params: float) -> tuple[float, ...]:
         extra = {"seconds": seconds, "params": float(n_params)}

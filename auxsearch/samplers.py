@@ -149,17 +149,12 @@ def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
             drawn[key] = design_hash(d), d
         return drawn[key]
 
-    def memory_of(design: dict) -> float:  # the objective's simulation: same batch, input size and recipe
-        m = run.cfg.memory
-        return memory.simulate(design, m.batch_size or run.cfg.train.batch_size,
-                               tuple(m.input_size) if m.input_size else None, run.cfg.train)
-
     def design_of(t: FrozenTrial) -> tuple[str, dict] | None:
         if "design" not in t.user_attrs or "design_hash" not in t.user_attrs:
             return None
         return t.user_attrs["design_hash"], t.user_attrs["design"]
 
-    return EHVISampler(draw, memory_of, design_of, seed=seed, n_startup_trials=_startup(s, 2),
+    return EHVISampler(draw, lambda d: memory.simulate_in_study(d, run.cfg), design_of, seed=seed, n_startup_trials=_startup(s, 2),
                        candidates=s.candidates)
 
 
