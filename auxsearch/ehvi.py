@@ -154,6 +154,7 @@ class EHVISampler(optuna.samplers.BaseSampler):
         self.n_startup_trials, self.candidates = n_startup_trials, candidates
         self.memory: dict[str, float] = {}
         self._chosen: dict[int, dict[str, Any]] = {}
+        self._kernel: Any = None  # the last fitted kernel: the next fit starts from its hyperparameters
 
     # -------------------------------------------------------------- Optuna's interface
 
@@ -239,10 +240,14 @@ class EHVISampler(optuna.samplers.BaseSampler):
         from sklearn.gaussian_process import GaussianProcessRegressor
         from sklearn.gaussian_process.kernels import ConstantKernel, Matern, WhiteKernel
 
-        kernel = ConstantKernel(1.0) * Matern(length_scale=np.ones(x.shape[1]), nu=2.5) + WhiteKernel(1e-2)
+        # the hyperparameters start where the last fit ended (one more point moves them little): the
+        # likelihood's optimisation is most of the sampler's time, and a warm start needs fewer steps
+        kernel = self._kernel if self._kernel is not None and self._kernel.k1.k2.length_scale.shape == (x.shape[1],) \
+            else ConstantKernel(1.0) * Matern(length_scale=np.ones(x.shape[1]), nu=2.5) + WhiteKernel(1e-2)
         gp = GaussianProcessRegressor(kernel, normalize_y=True, random_state=self._seed)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
             gp.fit(x, y)
             mean, std = gp.predict(xs, return_std=True)
+        self._kernel = gp.kernel_
         return mean, std
