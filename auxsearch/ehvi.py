@@ -213,10 +213,9 @@ class EHVISampler(optuna.samplers.BaseSampler):
         if len(searched) < self.n_startup_trials:
             return next(iter(pool.values()))[0]  # the first new draw: uniform at random
         front: list[tuple[float, float]] = []
-        for t in done:
+        for t in done:  # a trial's peak from the oracle the candidates get; its recorded one if it has no design
             got = self._design_of(t)
-            if got is not None:
-                front.append((float(t.values[0]), self.peak(*got)))
+            front.append((float(t.values[0]), self.peak(*got) if got is not None else float(t.values[1])))
         peaks = {h: self.peak(h, d) for h, (_, _, d) in pool.items()}
         dists: dict[str, BaseDistribution] = {}
         for t in searched:

@@ -209,6 +209,16 @@ def simulate_in_study(design: Any, cfg: StudyConfig) -> int:
                     cfg.train)
 
 
+def peak_in_study(design: Any, cfg: StudyConfig) -> int:
+    """The peak a trial of this study will score for ``design``, before it trains: one real step on the CPU
+    when the study measures memory there (the same counter as the trial's, and on small proxies about twice as
+    fast as faking the step), else :func:`simulate_in_study`."""
+    m = cfg.memory
+    if m.mode == "measured" and engine.resolve_device(cfg.train.device).type == "cpu":
+        return measure(design, cfg.train.batch_size, None, cfg.train, "cpu")
+    return simulate_in_study(design, cfg)
+
+
 def measure(design: Any, batch_size: int, input_size: tuple[int, int] | None = None,
             train: TrainConfig | None = None, device: str = "cpu") -> int:
     """Measured peak bytes of one real training step (random data) on ``device``."""

@@ -154,7 +154,7 @@ def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
             return None
         return t.user_attrs["design_hash"], t.user_attrs["design"]
 
-    return EHVISampler(draw, lambda d: memory.simulate_in_study(d, run.cfg), design_of, seed=seed, n_startup_trials=_startup(s, 2),
+    return EHVISampler(draw, lambda d: memory.peak_in_study(d, run.cfg), design_of, seed=seed, n_startup_trials=_startup(s, 2),
                        candidates=s.candidates)
 
 

@@ -70,6 +70,25 @@ def test_startup_trials_are_random_draws_and_no_design_repeats():
     assert seen != sorted(seen)
 
 
+def test_trials_without_a_recorded_design_count_with_their_recorded_memory():
+    """Trials told by hand (no design attribute) still form the front: their recorded memory stands in for
+    the oracle's, so the choice is the same as when the designs are known."""
+    def run(with_design: bool) -> dict:
+        study = optuna.create_study(directions=["maximize", "minimize"],
+                                    sampler=toy_sampler(seed=0, n_startup_trials=0, candidates=64))
+        for params in ({"K": 2, "family": "good"}, {"K": 2, "family": "poor"}, {"K": 3, "family": "poor"}):
+            study.enqueue_trial(params)
+            trial = study.ask()
+            if with_design:
+                tell(study, trial)
+            else:
+                d = toy_design(trial)[1]
+                study.tell(trial, [toy_score(d), toy_memory(d)])
+        return tell(study, study.ask())
+
+    assert run(False) == run(True) == {"K": 6, "family": "good"}
+
+
 def test_the_asked_parameters_are_the_chosen_candidates():
     """The trial asks its parameters as usual; the sampler answers with the candidate it scored."""
     sampler = toy_sampler(seed=1, n_startup_trials=0)
@@ -115,10 +134,13 @@ def test_auto_is_ehvi_for_the_quickstart_and_tpe_where_ehvi_cannot_serve(tmp_pat
         study_mod.prepare(write_study(tmp_path / "c", sampler={"name": "ehvi"}, objectives=["score", "memory", "seconds"]))
 
 
-def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path):
-    """A real (tiny) study: every searched design is new, and its recorded peak is the simulated one."""
+@pytest.mark.parametrize("mode", ["simulated", "measured"])
+def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path, mode):
+    """A real (tiny) study: every searched design is new, and the peak the sampler knew before training is the
+    one the trial recorded (simulated; measured on the CPU: one real step, the same counter as the trial's)."""
     path = write_study(tmp_path, sampler={"name": "ehvi", "seed": 0, "n_startup_trials": 1, "candidates": 3},
-                       n_trials=3, enqueue=[], pruning={"enabled": False}, memory={"mode": "simulated"})
+                       n_trials=3, enqueue=[], pruning={"enabled": False}, memory={"mode": mode},
+                       train={"epochs": 1, "batch_size": 32, "lr": 0.05, "seed": 0, "device": "cpu"})
     run = study_mod.prepare(path)
     st = study_mod.open_study(run)
     study_mod.optimize(run, st, 3, None, progress=False)

@@ -1,10 +1,12 @@
 """The quickstart's seeded search path is pinned: refactors must not change which designs it tries.
 
 The study's own sampler asks the quickstart space for designs; each is told a deterministic
-fake result derived from its hash, so the test exercises the sampler's model (TPE after the
-startup trials) without training anything. The pins were recorded before the aux-family spec and the
+fake result derived from its hash, so the test exercises the sampler's model (ehvi after the
+startup trials; its memory oracle takes one real step per candidate, nothing more is
+trained). The pins were recorded before the aux-family spec and the
 study split (issue 10), which held them; the quickstart's was recorded again when its space
-moved to ``splits: memory`` (issue 12), a deliberate change of the search path.
+moved to ``splits: memory`` (issue 12) and again when it moved to ``sampler: auto`` (ehvi), deliberate changes
+of the search path.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ def _fake_values(h: str) -> tuple[float, float]:
     return 0.5 + (n % 1000) / 2000.0, float(1_000_000 + (n >> 10) % 3_000_000)
 
 
-def sequence(n: int = 14) -> list[dict]:
+def sequence(n: int = 8) -> list[dict]:  # 2 random + 6 ehvi choices; each choice measures up to 12 candidates
     run = prepare(ROOT / "studies" / "quickstart.yaml")
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=make_sampler(run))
     out = []
@@ -37,6 +39,8 @@ def sequence(n: int = 14) -> list[dict]:
         trial = study.ask()
         design = normalize(suggest_design(trial, run.space, run.base, run.unit_costs))
         h = design_hash(design)
+        trial.set_user_attr("design_hash", h)  # as a study records them: ehvi reads a trained design's memory
+        trial.set_user_attr("design", design)
         study.tell(trial, _fake_values(h))
         out.append({"params": trial.params, "design_hash": h})
     return out
