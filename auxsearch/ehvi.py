@@ -9,7 +9,8 @@ free. :class:`EHVISampler` learns the score alone:
 1. **Candidates.** Before each trial it draws ``candidates`` designs from the search space
    (every parameter uniform within its range, through the same :func:`auxsearch.space.suggest_design`
    the objective uses, so conditional options come out as the trial would ask them), drops
-   those already trained or running (same design hash), and computes each one's memory.
+   those already trained or running (same design hash), computes each one's memory, and drops
+   those over the study's memory budget (the study would reject them untrained).
 2. **Score model.** A Gaussian process (scikit-learn; Matern 5/2 with one length per input,
    a white-noise term: one seed's score is noisy) on the searched trials that completed
    feasibly: parameters encoded in [0, 1], categorical ones one-hot.
@@ -22,7 +23,8 @@ free. :class:`EHVISampler` learns the score alone:
 The first ``n_startup_trials`` searched trials are the random candidates themselves (the
 model needs data). The trial then asks its parameters as usual; the sampler answers with the
 chosen candidate's values (``sample_independent``), so the design trained is the one scored.
-Memory of completed trials is recomputed by the same oracle (cached by design hash), so the
+Memory of completed trials is recomputed by the same oracle (cached by design hash; the study's oracle
+also by :func:`auxsearch.graph.memory_hash`, so EMA momenta cost no new call), so the
 front and the candidates are in the same unit. Parallel workers each run their own sampler;
 running trials' designs are excluded, not imputed. Objectives must be ``[score, memory]``.
 """
@@ -146,8 +148,9 @@ class EHVISampler(optuna.samplers.BaseSampler):
 
     def __init__(self, draw: Callable[[Any], tuple[str, dict]], memory_of: Callable[[dict], float],
                  design_of: Callable[[FrozenTrial], tuple[str, dict] | None], *, seed: int = 0,
-                 n_startup_trials: int = 3, candidates: int = 64) -> None:
+                 n_startup_trials: int = 3, candidates: int = 64, budget: float | None = None) -> None:
         self._draw, self._memory_of, self._design_of = draw, memory_of, design_of
+        self.budget = budget  # candidates whose peak exceeds it are never chosen (the study would not train them)
         self._rng = random.Random(seed)
         self._seed = seed
         self._random = optuna.samplers.RandomSampler(seed=seed)
@@ -194,6 +197,9 @@ class EHVISampler(optuna.samplers.BaseSampler):
             self.memory[h] = float(self._memory_of(design))
         return self.memory[h]
 
+    def _fits(self, h: str, design: dict) -> bool:
+        return self.budget is None or self.peak(h, design) <= self.budget
+
     def choose(self, study: optuna.Study) -> dict[str, Any]:
         """The parameters of the candidate to train next."""
         trials = study.get_trials(deepcopy=False)
@@ -206,12 +212,13 @@ class EHVISampler(optuna.samplers.BaseSampler):
                 pool.setdefault(h, (cand.params, cand.distributions, design))
             if len(pool) >= self.candidates:
                 break
-        if not pool:
-            return {}
         done = [t for t in trials if t.state == TrialState.COMPLETE and feasible(t)]
         searched = [t for t in done if t.params and t.params.get("K") != 1]
-        if len(searched) < self.n_startup_trials:
-            return next(iter(pool.values()))[0]  # the first new draw: uniform at random
+        if len(searched) < self.n_startup_trials:  # the first new draw that fits the budget: uniform at random
+            return next((p for h, (p, _, d) in pool.items() if self._fits(h, d)), {})
+        pool = {h: c for h, c in pool.items() if self._fits(h, c[2])}
+        if not pool:
+            return {}
         front: list[tuple[float, float]] = []
         for t in done:  # a trial's peak from the oracle the candidates get; its recorded one if it has no design
             got = self._design_of(t)

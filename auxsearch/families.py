@@ -78,7 +78,7 @@ WIRING = (
            "units, EMA (ema) or trainable", search="adapter",
            applies=(When(lambda e, t: e["end"] != "local", "end: global or global_ema"),)),
     Option("through_momentum", float, 0.995, EMA_RULE,
-           "global ends: EMA momentum of the copied later units / head", search=0.995,
+           "global ends: EMA momentum of the copied later units / head", search=0.995, memory_neutral=True,
            applies=(When(lambda e, t: e["end"] == "global_ema" or (e["end"] == "global" and e["through"] == "ema"),
                          "EMA copies (end: global_ema, or through: ema)"),)),
 )
@@ -116,7 +116,7 @@ MOMENTUM = FamilySpec(
     "momentum", "MAN / MAN++: trainable + EMA copy of the next unit, then a dgl or infopro head",
     "auxsearch.aux.momentum:build", global_end=True, ema="momentum",
     options=(Option("momentum", float, 0.995, EMA_RULE, "momentum family: EMA momentum m of the copied unit",
-                    search={"low": 0.9, "high": 0.999}),
+                    search={"low": 0.9, "high": 0.999}, memory_neutral=True),
              Option("learnable_scale", bool, True, ANY_BOOL,
                     "momentum family: MAN++ learnable scale s (true) or MAN (false)", search=[True, False]),
              Option("head", str, "dgl", one_of(*(h.name for h in HEADS)),
@@ -279,6 +279,12 @@ def hashed(entry: Mapping[str, Any]) -> dict[str, Any]:
     """A normalised entry without the defaults that stay out of the design hash."""
     skip = {o.name: o.default for o in all_options(family(entry["family"])) if not o.hashed_default}
     return {k: v for k, v in entry.items() if k not in skip or skip[k] != v}
+
+
+def memory_relevant(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """A normalised entry without the options whose value cannot change peak memory (``memory_neutral``)."""
+    neutral = {o.name for o in all_options(family(entry["family"])) if o.memory_neutral}
+    return {k: v for k, v in hashed(entry).items() if k not in neutral}
 
 
 for _spec in (DGL, INFOPRO, AUGMENT, MOMENTUM):

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,18 @@ def design_hash(design: Mapping) -> str:
     # Defaults added after designs were first saved stay out of the hash (old hashes hold).
     if canon["task"] != {"name": "classification", "args": {}}:
         arch["task"] = canon["task"]
-    arch["aux"] = [families.hashed(a) for a in arch["aux"]]
+    return _digest(arch, families.hashed)
+
+
+def memory_hash(design: Mapping) -> str:
+    """Like :func:`design_hash`, without the options that cannot change peak memory (EMA momenta): designs
+    that share it have the same peak, so a memory oracle computes it once."""
+    canon = as_design(design)
+    return _digest({k: canon[k] for k in (*ARCH_KEYS, "task")}, families.memory_relevant)
+
+
+def _digest(arch: dict, entry: Callable[[Mapping[str, Any]], dict[str, Any]]) -> str:
+    arch = {**arch, "aux": [entry(a) for a in arch["aux"]]}
     blob = json.dumps(arch, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -136,7 +136,7 @@ def _gp(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
 def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
     from . import memory
     from .ehvi import EHVISampler
-    from .graph import design_hash, normalize
+    from .graph import design_hash, memory_hash, normalize
     from .space import suggest_design
 
     drawn: dict[str, tuple[str, dict]] = {}  # a finite space repeats its designs: normalise each once
@@ -154,8 +154,16 @@ def _ehvi(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:
             return None
         return t.user_attrs["design_hash"], t.user_attrs["design"]
 
-    return EHVISampler(draw, lambda d: memory.peak_in_study(d, run.cfg), design_of, seed=seed, n_startup_trials=_startup(s, 2),
-                       candidates=s.candidates)
+    peaks: dict[str, float] = {}  # by memory hash: designs that differ only in EMA momenta share a peak
+
+    def memory_of(design: dict) -> float:
+        key = memory_hash(design)
+        if key not in peaks:
+            peaks[key] = memory.peak_in_study(design, run.cfg)
+        return peaks[key]
+
+    return EHVISampler(draw, memory_of, design_of, seed=seed, n_startup_trials=_startup(s, 2),
+                       candidates=s.candidates, budget=run.budget)
 
 
 def _grid(s: SamplerConfig, seed: int, run: Run) -> optuna.samplers.BaseSampler:

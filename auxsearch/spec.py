@@ -90,6 +90,8 @@ class Option:
     hashed_default: bool = True  # False: its default stays out of the design hash (older designs keep theirs)
     leading: bool = False  # the search asks it before the family's own options (they depend on it)
     picks_family: bool = False  # its values name the family whose head it uses
+    memory_neutral: bool = False  # its value cannot change peak training memory (an EMA momentum: an in-place
+    #                               lerp by a scalar): designs that differ only here share one memory oracle call
 
     def value(self, key: str, v: Any) -> Any:
         """``v`` type-checked and ruled (an int where a float is expected is accepted)."""

@@ -89,6 +89,15 @@ def test_trials_without_a_recorded_design_count_with_their_recorded_memory():
     assert run(False) == run(True) == {"K": 6, "family": "good"}
 
 
+def test_designs_over_the_budget_are_never_chosen():
+    """With a budget of 55 only K = 5 and 6 fit (memory 100 - 10 K): the random startup draws and the model's
+    choices both stay under it, though a heavier good design would add hypervolume."""
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=toy_sampler(seed=0, n_startup_trials=2, candidates=8, budget=55.0))
+    chosen = [tell(study, study.ask()) for _ in range(4)]  # the whole space under the budget: 2 K x 2 families
+    assert sorted((d["K"], d["family"]) for d in chosen) == [(5, "good"), (5, "poor"), (6, "good"), (6, "poor")]
+
+
 def test_the_asked_parameters_are_the_chosen_candidates():
     """The trial asks its parameters as usual; the sampler answers with the candidate it scored."""
     sampler = toy_sampler(seed=1, n_startup_trials=0)

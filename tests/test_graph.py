@@ -11,6 +11,7 @@ from auxsearch.graph import (
     dump_design,
     from_graph,
     load_design,
+    memory_hash,
     normalize,
     save_design,
     to_graph,
@@ -36,6 +37,27 @@ def test_hash_equal_for_equal_designs_and_different_otherwise():
     assert design_hash(tiny_design(splits=[1], aux=[{"family": "dgl"}])) != design_hash(a)
     # the recipe is not part of the design's identity
     assert design_hash(dict(a, train={"epochs": 99})) == design_hash(a)
+
+
+@pytest.mark.parametrize("entry, key, values, other", [
+    (MAN, "momentum", (0.9, 0.999), {"width": 8}),
+    ({"family": "dgl", "end": "global_ema"}, "through_momentum", (0.9, 0.999), {"through": "trainable"}),
+])
+def test_memory_hash_ignores_exactly_the_options_that_cannot_change_memory(entry, key, values, other):
+    """The options marked memory_neutral (EMA momenta) leave the measured peak unchanged, so designs that
+    differ only there share a memory hash (one oracle call for ehvi); anything else keeps them apart."""
+    from auxsearch import families
+    from auxsearch.memory import measure
+
+    marked = {o.name for name in families.family_names() for o in families.all_options(families.family(name))
+              if o.memory_neutral}
+    assert marked == {"momentum", "through_momentum"}  # a newly marked option must be checked here too
+    a, b = (tiny_design(splits=[2], aux=[dict(entry, **{key: v})]) for v in values)
+    assert design_hash(a) != design_hash(b)
+    assert memory_hash(a) == memory_hash(b)
+    assert measure(a, 8) == measure(b, 8)
+    assert memory_hash(tiny_design(splits=[1], aux=[dict(entry, **{key: values[0]})])) != memory_hash(a)
+    assert memory_hash(tiny_design(splits=[2], aux=[dict(entry, **other, **{key: values[0]})])) != memory_hash(a)
 
 
 def test_graph_structure_has_modules_aux_and_ema_edges():
