@@ -175,7 +175,7 @@ class Objective:
     def _pruner(self, trial: optuna.Trial):
         """Stop a trial early by the study's rule, on validation scores; memory compared in one unit.
 
-        Memory is the trial's scored peak: simulated in simulated mode, the measured first step
+        Memory is the trial's scored peak: simulated in simulated mode, the measured first two steps
         otherwise (known after its first epoch). The E2E reference is never stopped.
         """
         p = self.run.cfg.pruning

@@ -46,7 +46,7 @@ class TrialRecord(TypedDict):
     state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING
     score: float | None  # validation score (the objective); None unless COMPLETE
     peak_memory_bytes: int | None  # the scored peak: measured, or simulated at the target scale
-    measured_peak_bytes: int | None  # the first step measured on the trial's own (proxy) scale
+    measured_peak_bytes: int | None  # the first two steps measured on the trial's own (proxy) scale
     seconds: float | None
     design_hash: str | None
     params: dict[str, Any]

@@ -163,6 +163,7 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     first = _resume(checkpoint_dir, model, opt, sched, result, (train_loader, recal_loader), cfg, amp) if resume else 0
     start -= result.seconds  # the time spent before a resume counts
     bar.update(first * len(train_loader))
+    to_measure = memory.STEPS_MEASURED if result.peak_memory_bytes == 0 else 0  # a resumed run has its peak
     for epoch in range(first, cfg.epochs):
         model.train()
         finite = torch.ones((), dtype=torch.bool, device=device)  # checked once per epoch: no sync per step
@@ -170,9 +171,10 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
             x = x.to(device, non_blocking=True).contiguous(memory_format=layout)
             y = task.to_device(y, device)
             out: list = []
-            if result.peak_memory_bytes == 0:  # the first step is the measured one
-                result.peak_memory_bytes = memory.measure_step(
-                    model, opt, lambda x=x, y=y, out=out: out.append(engine.train_step(model, opt, x, y, amp)), x, y)
+            if to_measure:  # the first steps are the measured ones (memory.STEPS_MEASURED says why)
+                to_measure -= 1
+                result.peak_memory_bytes = max(result.peak_memory_bytes, memory.measure_step(
+                    model, opt, lambda x=x, y=y, out=out: out.append(engine.train_step(model, opt, x, y, amp)), x, y))
             else:
                 out.append(engine.train_step(model, opt, x, y, amp))
             finite &= torch.isfinite(torch.stack(out[0][1])).all()

@@ -5,8 +5,8 @@ fake result derived from its hash, so the test exercises the sampler's model (eh
 startup trials; its memory oracle takes one real step per candidate, nothing more is
 trained). The pins were recorded before the aux-family spec and the
 study split (issue 10), which held them; the quickstart's was recorded again when its space
-moved to ``splits: memory`` (issue 12) and again when it moved to ``sampler: auto`` (ehvi), deliberate changes
-of the search path.
+moved to ``splits: memory`` (issue 12) again when it moved to ``sampler: auto`` (ehvi), and again when memory became the peak of two steps
+(ehvi reads it), deliberate changes of the search path.
 """
 
 from __future__ import annotations

@@ -121,6 +121,20 @@ def test_live_bytes_counts_a_linear_sgd_momentum_step_to_the_byte():
     assert tracked_peak(lambda: None) == 0
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_scored_peak_is_the_steady_state_of_training(optimizer):
+    """Memory counts the first two steps: the optimizer state the first creates is live through the second,
+    which peaks higher; a third peaks no higher again. measure and simulate both give the second's."""
+    from auxsearch import memory
+    from auxsearch.graph import as_design
+
+    design, cfg = as_design(tiny_design(splits=[2], aux=[{"family": "dgl"}])), TrainConfig(optimizer=optimizer)
+    model, opt, x, y, _ = memory._setup(design, cfg, 16)
+    peaks = [tracked_peak(lambda: train_step(model, opt, x, y), model, opt, x, y) for _ in range(3)]
+    assert peaks[0] < peaks[1] == peaks[2]
+    assert memory.measure(design, 16, train=cfg) == memory.simulate(design, 16, train=cfg) == peaks[1]
+
+
 def test_live_bytes_counts_views_once_and_forgets_freed_storage():
     counter = LiveBytes()
     with counter:
