@@ -14,11 +14,38 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from .errors import ConfigError, known
+from auxsearch.errors import ConfigError, known
 
 T = TypeVar("T")
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # train.precision; see auxsearch.precision
+
+def _yaml_loader():
+    """PyYAML's safe loader with YAML 1.2's floats: ``1e-3``, ``2e9`` and ``5E-4`` are numbers.
+
+    PyYAML follows YAML 1.1, whose floats need a dot (``1.0e-3``), so ``lr: 1e-3`` would read as the
+    string "1e-3". Everything else is the safe loader's.
+    """
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*\.?[0-9_]*|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+        list("-+0123456789."))
+    return Loader
+
+
+def load_yaml(text: str):
+    """Parse a user's YAML file (study, design, search space): safe, with YAML 1.2 floats."""
+    import yaml
+
+    return yaml.load(text, Loader=_yaml_loader())  # noqa: S506  (a SafeLoader subclass)
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # train.precision; see auxsearch.model.precision
 
 
 def spec(default: Any, rule: str = "", check=None, choices: tuple = (), help: str = "") -> Any:
@@ -142,8 +169,10 @@ def parse_bytes(key: str, value: Any) -> int:
 
     if isinstance(value, int) and not isinstance(value, bool):
         n = value
+    elif isinstance(value, float) and value.is_integer():  # 2e9 read as a float
+        n = int(value)
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", str(value))
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([a-zA-Z]*)\s*", str(value))
         if not m or m.group(2).lower() not in _UNITS:
             raise ConfigError(key, f"must be a size like 2MiB, 1.5GB or a number of bytes, got {value!r}")
         n = int(float(m.group(1)) * _UNITS[m.group(2).lower()])

@@ -28,3 +28,11 @@ class ConfigError(AuxsearchError):
 def known(names) -> str:
     """Format a list of allowed names for an error message."""
     return ", ".join(sorted(names))
+
+
+class StorageError(AuxsearchError):
+    """The study's storage cannot be opened or written (a bad URL, a server down, a full disk)."""
+
+
+class RunError(AuxsearchError):
+    """A search cannot go on for a reason found while it runs (not a bad file): trials failing in a row."""

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypedDict
 
-from .errors import AuxsearchError
+from auxsearch.errors import AuxsearchError, ConfigError
 
 
 class Stat(TypedDict):
@@ -40,9 +40,11 @@ class Confirmation(TypedDict):
 
 
 class TrialRecord(TypedDict):
-    """One search trial as plain data (what outputs, the report and export read)."""
+    """One trained (or tried) design of a run as plain data (what outputs, the report and export read)."""
 
-    number: int
+    trial: str  # how a user names it: "12" (search trial 12), "e2e", "man_k4" (references)
+    number: int  # the Optuna trial number in its own study
+    reference: bool  # from the reference study (E2E, enqueued designs), not drawn by the sampler
     state: str  # COMPLETE, PRUNED, INFEASIBLE, FAIL, RUNNING, WAITING
     score: float | None  # validation score (the objective); None unless COMPLETE
     peak_memory_bytes: int | None  # the scored peak: measured, or simulated at the target scale
@@ -60,6 +62,11 @@ class TrialRecord(TypedDict):
     scores: dict[str, float]  # every validation metric of the last epoch
     over_budget: bool  # the E2E reference breaks the memory budget (trained anyway)
     confirmed: Confirmation | None
+
+
+def order(r: TrialRecord) -> tuple[int, int]:
+    """The order trials ran in, as far as outputs care: references first, then search trials by number."""
+    return (0 if r.get("reference") else 1, r["number"])
 
 
 def finite(x: Any) -> bool:
@@ -82,10 +89,10 @@ def stat(values: Sequence[float]) -> Stat:
 def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     """Non-dominated COMPLETE records (max validation score, min memory), by memory ascending.
 
-    Of several records at exactly the same point only the lowest-numbered one
-    is kept (a reused result must not crowd the front).
+    Of several records at exactly the same point only the first (:func:`order`) is
+    kept (a reused result must not crowd the front).
     """
-    ordered = sorted(scored(records), key=lambda r: (r["peak_memory_bytes"], -r["score"], r["number"]))
+    ordered = sorted(scored(records), key=lambda r: (r["peak_memory_bytes"], -r["score"], order(r)))
     front: list[TrialRecord] = []
     best = -math.inf
     for r in ordered:  # everything before r uses no more memory than r
@@ -96,10 +103,10 @@ def pareto_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
 
 
 def confirmed(records: Iterable[TrialRecord]) -> list[TrialRecord]:
-    """Records whose design was retrained with seeds, one per design (the lowest trial number)."""
+    """Records whose design was retrained with seeds, one per design (the first, :func:`order`)."""
     seen: set[str] = set()
     out = []
-    for r in sorted(records, key=lambda r: r["number"]):
+    for r in sorted(records, key=order):
         if r.get("confirmed") and r.get("design_hash") not in seen:
             seen.add(r["design_hash"])
             out.append(r)
@@ -127,7 +134,7 @@ def confirmed_front(records: Iterable[TrialRecord]) -> list[TrialRecord]:
     done = confirmed(records)
     kept = [a for a in done if not any(b is not a and clearly_dominates(b, a) for b in done)]
     return sorted(kept, key=lambda r: (r["confirmed"]["peak_memory_bytes"], -r["confirmed"]["val"]["mean"],
-                                       r["number"]))
+                                       order(r)))
 
 
 def val_mean(r: TrialRecord) -> float:
@@ -220,28 +227,28 @@ def normaliser(records: Iterable[TrialRecord]) -> Normalised | None:
     return Normalised(min(scores), max(scores), min(peaks), top)
 
 
-def hypervolume_history(records: Iterable[TrialRecord]) -> list[tuple[int, float]]:
-    """``[(trial number, normalised hypervolume of the COMPLETE trials up to it), ...]``, all on the bounds of
-    the whole study (:func:`normaliser`), so the curve only rises and ends at the front's hypervolume."""
+def hypervolume_history(records: Iterable[TrialRecord]) -> list[tuple[str, float]]:
+    """``[(trial, normalised hypervolume of the COMPLETE trials up to it), ...]`` in :func:`order`, all on the
+    bounds of the whole study (:func:`normaliser`), so the curve only rises and ends at the front's hypervolume."""
     records = list(records)
     norm = normaliser(records)
-    out: list[tuple[int, float]] = []
+    out: list[tuple[str, float]] = []
     front: list[tuple[float, float]] = []
     volume = 0.0
-    for r in sorted(records, key=lambda r: r["number"]):
+    for r in sorted(records, key=order):
         if scored([r]):
             s, m = float(r["score"]), float(r["peak_memory_bytes"])
             if not any(fs >= s and fm <= m for fs, fm in front):
                 front = [(fs, fm) for fs, fm in front if not (s >= fs and m <= fm)] + [(s, m)]
                 volume = norm.hypervolume(front)
-        out.append((r["number"], volume))
+        out.append((r["trial"], volume))
     return out
 
 
 def e2e_record(records: Iterable[TrialRecord]) -> TrialRecord | None:
     """The end-to-end reference: the first COMPLETE one, else the first with a peak."""
     cands = [r for r in records if r.get("is_e2e") and finite(r.get("peak_memory_bytes"))]
-    cands.sort(key=lambda r: (r.get("state") != "COMPLETE", r["number"]))
+    cands.sort(key=lambda r: (r.get("state") != "COMPLETE", order(r)))
     return cands[0] if cands else None
 
 
@@ -289,3 +296,20 @@ def rungs(min_epochs: int, eta: int, epochs: int) -> list[int]:
         out.append(r)
         r *= eta
     return out
+
+
+def find(records: Sequence[TrialRecord], trial: str | int, option: str = "--trial") -> TrialRecord:
+    """The record a user names: a search trial's number or a reference's name (``e2e``, ``man_k4``;
+    a reference tried more than once is its completed attempt, else its last)."""
+    name = str(trial)
+    exact = [r for r in records if r["trial"] == name]
+    attempts = [r for r in records if r.get("reference") and r["trial"].split("#")[0] == name]
+    if exact and not (exact[0].get("reference") and len(attempts) > 1):
+        return exact[0]
+    if attempts:
+        done = [r for r in attempts if r["state"] == "COMPLETE"]
+        return (done or attempts)[-1 if not done else 0]
+    refs = sorted({r["trial"].split("#")[0] for r in records if r.get("reference")})
+    searched = [r["number"] for r in records if not r.get("reference")]
+    span = f"search trials {min(searched)}..{max(searched)}" if searched else "no search trials"
+    raise ConfigError(option, f"no trial {name} in this run ({span}; references: {', '.join(refs) or 'none'})")

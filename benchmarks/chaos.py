@@ -128,7 +128,7 @@ def Postgres():  # noqa: N802
 
 
 def open_storage(url: str):
-    from auxsearch.storage import open_storage as _open
+    from auxsearch.store.storage import open_storage as _open
 
     if url.startswith("journal:"):
         return _open(url)
@@ -138,9 +138,22 @@ def open_storage(url: str):
 
 
 def load_trials(url: str, name: str, storage=None) -> list:
+    """The run's reference trials (E2E, enqueued designs), then its search trials."""
     import optuna
 
-    return optuna.load_study(study_name=name, storage=storage or open_storage(url)).get_trials(deepcopy=True)
+    storage = storage or open_storage(url)
+    out = []
+    for study_name in (f"{name}:reference", name):
+        try:
+            out += optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=True)
+        except KeyError:  # no reference study yet
+            pass
+    return out
+
+
+def key(t) -> tuple[bool, int]:
+    """A trial's identity in a run: (reference or search, its number in that study)."""
+    return ("enqueued" in t.user_attrs, t.number)
 
 
 class Monitor(threading.Thread):
@@ -149,7 +162,7 @@ class Monitor(threading.Thread):
     def __init__(self, url: str, name: str, every: float = 0.5) -> None:
         super().__init__(daemon=True)
         self.url, self.name, self.every = url, name, every
-        self.seen: dict[int, tuple[str, tuple | None]] = {}
+        self.seen: dict[tuple, tuple[str, tuple | None]] = {}
         self.done = 0
         self.running_owners: set[str] = set()
         self.errors = 0
@@ -158,14 +171,14 @@ class Monitor(threading.Thread):
         self._storage = None
 
     def read(self) -> None:
-        from auxsearch.distributed import owner
+        from auxsearch.store.heartbeat import owner
 
         if self._storage is None:
             self._storage = open_storage(self.url)
         trials = load_trials(self.url, self.name, self._storage)
         for t in trials:
             if t.state.name in ("COMPLETE", "PRUNED"):
-                self.seen.setdefault(t.number, (t.state.name, tuple(t.values) if t.values else None))
+                self.seen.setdefault(key(t), (t.state.name, tuple(t.values) if t.values else None))
         self.done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
         self.running_owners = {owner(t) for t in trials if t.state.name == "RUNNING" and owner(t)}
         self.reads += 1
@@ -278,11 +291,11 @@ def run_chaos(study_path: Path, *, storage: str | None = None, workers: int = 6,
 
 def count(trials: list, seen: dict) -> dict:
     """The chaos figures of a finished study; ``seen``: number -> (state, values) observed during the run."""
-    by_number = {t.number: t for t in trials}
+    by_number = {key(t): t for t in trials}
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
     trained = [t for t in finished if "reused_from" not in t.user_attrs]
     hashes = [t.user_attrs.get("design_hash") for t in trained]
-    parents = {t.system_attrs["retry_history"][-1] for t in trials if t.system_attrs.get("retry_history")}
+    parents = {(key(t)[0], t.system_attrs["retry_history"][-1]) for t in trials if t.system_attrs.get("retry_history")}
     fails = [t for t in trials if t.state.name == "FAIL"]
     surplus = [t for t in fails if "not needed" in str(t.user_attrs.get("reason"))]
     lost = [n for n, (state, values) in seen.items()
@@ -291,15 +304,15 @@ def count(trials: list, seen: dict) -> dict:
     return {"completed": len(finished), "retried": len(parents),
             "duplicated": len(hashes) - len(set(hashes)),
             "reused": len(finished) - len(trained), "surplus": len(surplus),
-            "failed": len([t for t in fails if t.number not in parents and t not in surplus]),
+            "failed": len([t for t in fails if key(t) not in parents and t not in surplus]),
             "failed_reasons": sorted({str(t.user_attrs.get("reason"))[:200] for t in fails
-                                      if t.number not in parents and t not in surplus}),
+                                      if key(t) not in parents and t not in surplus}),
             "lost": len(lost), "lost_trials": sorted(lost), "seen_finished": len(seen)}
 
 
 def reap_delay(trials: list, sent: list[dict]) -> float | None:
     """The longest time from a kill to its victim's trial being failed (and retried), in seconds."""
-    from auxsearch.distributed import WORKER_KEY
+    from auxsearch.store.heartbeat import WORKER_KEY
 
     killed_at = {f"{socket.gethostname()}:{k['pid']}": k["at"] for k in sent}
     delays = [t.datetime_complete.timestamp() - killed_at[t.system_attrs[WORKER_KEY]] for t in trials
@@ -311,7 +324,7 @@ def reap_delay(trials: list, sent: list[dict]) -> float | None:
 def evaluated(trials: list) -> dict[str, tuple]:
     """design hash -> values of its first trained COMPLETE trial."""
     out: dict[str, tuple] = {}
-    for t in sorted(trials, key=lambda t: t.number):
+    for t in sorted(trials, key=lambda t: (not key(t)[0], t.number)):
         if t.state.name == "COMPLETE" and "reused_from" not in t.user_attrs and t.user_attrs.get("design_hash"):
             out.setdefault(t.user_attrs["design_hash"], tuple(t.values))
     return out
@@ -323,9 +336,10 @@ def front(trials: list, designs: set[str] | None = None) -> list[tuple]:
     ``designs``: only the trials of these design hashes take part.
     """
     from auxsearch.pareto import pareto_front
-    from auxsearch.records import _record
+    from auxsearch.store.records import _record
 
-    recs = [_record(t) for t in trials if designs is None or t.user_attrs.get("design_hash") in designs]
+    recs = [_record(t, str(t.number), key(t)[0]) for t in trials
+            if designs is None or t.user_attrs.get("design_hash") in designs]
     return sorted((r["design_hash"], r["score"], r["peak_memory_bytes"]) for r in pareto_front(recs))
 
 

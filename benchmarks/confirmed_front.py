@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
+from auxsearch.outputs.rows import families
 from auxsearch.pareto import clearly_dominates, confirmed, confirmed_front, e2e_record
-from auxsearch.report import families
-from auxsearch.study import prepare, run
+from auxsearch.search.prepare import prepare, run
 
 MIB = 2**20
 
@@ -71,7 +71,7 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, help="with --run-dir: the wall time the run took, for the text")
     args = ap.parse_args()
     if args.run_dir:
-        from auxsearch.rundir import load_run
+        from auxsearch.outputs.runfolder import load_run
 
         prepared = prepare(args.study)
         _, recs = load_run(args.run_dir)

@@ -36,15 +36,15 @@ import time
 import torch
 from _common import ROOT, markdown_table, provenance, write_section
 
-from auxsearch import memory
-from auxsearch.engine import end_to_end
-from auxsearch.families import global_families
-from auxsearch.records import load_records
-from auxsearch.report import families
-from auxsearch.space import balanced_splits
-from auxsearch.study import prepare
+from auxsearch.design.families import global_families
+from auxsearch.design.space import balanced_splits
+from auxsearch.model.engine import end_to_end
+from auxsearch.outputs.rows import families
+from auxsearch.search.prepare import prepare
+from auxsearch.store.records import load_records
 from auxsearch.tasks import get_task
-from auxsearch.training import fit
+from auxsearch.train import memory
+from auxsearch.train.loop import fit
 
 STUDIES = {"detection": "detection_scenes", "segmentation": "segmentation_scenes", "superres": "superres_photos"}
 N_SEEDS = 3

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 from _common import INFOPRO_TABLE3, even_splits, provenance
 
-from auxsearch import memory
-from auxsearch.graph import from_graph, load_design
-from auxsearch.training import fit
+from auxsearch.design.graph import from_graph, load_design
+from auxsearch.train import memory
+from auxsearch.train.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGNS = ROOT / "studies" / "designs"
@@ -111,8 +111,8 @@ def train_verdicts(rows: list[dict]) -> list[str]:
 
 def report(mem_rows: list[dict], train_rows: list[dict], quick: bool) -> str:
     lines = ["# Engine numbers", "", provenance(), "", f"## 1. Peak training memory, CIFAR ResNet-110 (55 units), batch {BATCH}", "",
-                        "Simulated with `auxsearch.memory.simulate` (FakeTensorMode + live-storage counter LiveBytes, one "
-                        "SGD-momentum step, default TrainConfig); floor from `auxsearch.memory.floor`. Aux nets: "
+                        "Simulated with `auxsearch.train.memory.simulate` (FakeTensorMode + live-storage counter LiveBytes, one "
+                        "SGD-momentum step, default TrainConfig); floor from `auxsearch.train.memory.floor`. Aux nets: "
                         "depth 2, width 64, family defaults; split points evenly spaced over the 55 units.", ""]
     lines += memory_table(mem_rows) + ["", memory_verdict(mem_rows), ""] + published_table()
     lines += ["", "Units differ: InfoPro publishes GB measured on a Titan Xp, we report GiB of allocator bytes "

@@ -68,13 +68,13 @@ import torch  # noqa: E402
 from _common import INFOPRO_TABLE3, RESULTS, markdown_table, provenance, write_section  # noqa: E402
 from overhead import hand_written_step  # noqa: E402  # the same hand loop as the CPU overhead benchmark
 
-from auxsearch import memory  # noqa: E402
 from auxsearch.backbones import create_units  # noqa: E402
 from auxsearch.config import PUBLISHED_DESIGNS, TrainConfig  # noqa: E402
-from auxsearch.engine import build, make_optimizer, trace_shapes, train_step  # noqa: E402
-from auxsearch.isolation import TrialOutOfMemory, fit_in_subprocess  # noqa: E402
-from auxsearch.space import balanced_splits  # noqa: E402
-from auxsearch.split_tables import CIFAR_RESNETS  # noqa: E402
+from auxsearch.design.space import balanced_splits  # noqa: E402
+from auxsearch.design.split_tables import CIFAR_RESNETS  # noqa: E402
+from auxsearch.model.engine import build, make_optimizer, trace_shapes, train_step  # noqa: E402
+from auxsearch.train import memory  # noqa: E402
+from auxsearch.train.isolation import TrialOutOfMemory, fit_in_subprocess  # noqa: E402
 
 SECTION = "gpu-truth"
 MIB = 2**20

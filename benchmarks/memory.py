@@ -1,7 +1,7 @@
 """Peak training memory of CIFAR ResNet-32 / ResNet-110 at batch 1024: every K, aux family and split rule.
 
 Simulates one SGD-momentum step (default TrainConfig) under fake tensors with
-``auxsearch.memory.simulate``, sets it beside the analytic floor, the E2E
+``auxsearch.train.memory.simulate``, sets it beside the analytic floor, the E2E
 reference and InfoPro's published Table 3, and (on CUDA) the measured peak.
 Writes section ``memory`` of docs/results.md, and section ``memory-precision``: ResNet-110 E2E
 and K=4 (every family, balanced splits) at batch 1024 in fp32 and under bf16 / fp16 autocast.
@@ -22,11 +22,11 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 from _common import INFOPRO_TABLE3, even_splits, markdown_table, provenance, write_section  # noqa: E402
 
-from auxsearch import memory  # noqa: E402
 from auxsearch.backbones import create_units  # noqa: E402
 from auxsearch.config import TrainConfig  # noqa: E402
-from auxsearch.engine import trace_shapes  # noqa: E402
-from auxsearch.space import balanced_splits  # noqa: E402
+from auxsearch.design.space import balanced_splits  # noqa: E402
+from auxsearch.model.engine import trace_shapes  # noqa: E402
+from auxsearch.train import memory  # noqa: E402
 
 GIB = 2**30
 BATCH = 1024
@@ -151,11 +151,11 @@ def checks(rows: list[dict]) -> list[str]:
 
 def report(rows: list[dict], quick: bool) -> str:
     intro = (f"Peak bytes of one full training step (SGD momentum, default TrainConfig) at batch {BATCH}, input "
-             "3x32x32, 10 classes, simulated with `auxsearch.memory.simulate` (FakeTensorMode + the live-storage counter LiveBytes"
-             "); floor from `auxsearch.memory.floor` (weights + grads + optimizer state + batch + the "
+             "3x32x32, 10 classes, simulated with `auxsearch.train.memory.simulate` (FakeTensorMode + the live-storage counter LiveBytes"
+             "); floor from `auxsearch.train.memory.floor` (weights + grads + optimizer state + batch + the "
              "largest stage's saved activations). Aux nets: depth 2, width 64, family defaults (momentum: dgl "
              "head). Split rules: `even` spaces the split points evenly over the unit indices; `balanced` is "
-             "`auxsearch.space.balanced_splits` on each unit's output size. Where both rules give the same splits "
+             "`auxsearch.design.space.balanced_splits` on each unit's output size. Where both rules give the same splits "
              "the design is simulated once. "
              + ("CUDA columns (measured `max_memory_allocated`, simulation error) are present because this ran on "
                 "a GPU." if CUDA else "CUDA columns (measured peak and simulation error %) appear when the "

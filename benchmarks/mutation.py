@@ -39,16 +39,16 @@ UNITS: dict[str, list[str]] = {
                "auxsearch.pareto.x_confirmed_front__*", "auxsearch.pareto.x_knee__*", "auxsearch.pareto.x__unit__*",
                "auxsearch.pareto.x_hypervolume_2d__*", "auxsearch.pareto.xǁNormalisedǁ*", "auxsearch.pareto.x_normaliser__*",
                "auxsearch.pareto.x_e2e_record__*"],
-    "pruner": ["auxsearch.objective.xǁObjectiveǁ_pruner__*", "auxsearch.objective.xǁObjectiveǁ_dominated__*",
-               "auxsearch.objective.xǁObjectiveǁ_halving__*", "auxsearch.objective.x_feasible__*",
+    "pruner": ["auxsearch.search.objective.xǁObjectiveǁ_pruner__*", "auxsearch.search.objective.xǁObjectiveǁ_dominated__*",
+               "auxsearch.search.objective.xǁObjectiveǁ_halving__*", "auxsearch.search.objective.x_feasible__*",
                "auxsearch.pareto.x_nondominated_ranks__*", "auxsearch.pareto.x_halving_keeps__*",
                "auxsearch.pareto.x_rungs__*"],
-    "local step + EMA": ["auxsearch.engine.x_local_step__*", "auxsearch.engine.x_train_step__*",
-                         "auxsearch.engine.x_make_optimizer__*", "auxsearch.aux.base.x_ema_update__*",
+    "local step + EMA": ["auxsearch.model.engine.x_local_step__*", "auxsearch.model.engine.x_train_step__*",
+                         "auxsearch.model.engine.x_make_optimizer__*", "auxsearch.aux.base.x_ema_update__*",
                          "auxsearch.aux.momentum.xǁMomentumAuxǁafter_backward__*"],
-    "export rules": ["auxsearch.export.x_choose__*", "auxsearch.pareto.x_choice_front__*",
+    "export rules": ["auxsearch.outputs.export.x_choose__*", "auxsearch.pareto.x_choice_front__*",
                      "auxsearch.pareto.x_val_mean__*", "auxsearch.pareto.x_memory_of__*"],
-    "memory counter": ["auxsearch.memory.xǁLiveBytesǁ*", "auxsearch.memory.x_tracked_peak__*"],
+    "memory counter": ["auxsearch.train.memory.xǁLiveBytesǁ*", "auxsearch.train.memory.x_tracked_peak__*"],
     "config ranges": ["auxsearch.config.x__coerce__*", "auxsearch.config.x_from_mapping__*",
                       "auxsearch.config.x_positive__*", "auxsearch.config.x_non_negative__*",
                       "auxsearch.config.x_parse_bytes__*"],
@@ -60,11 +60,11 @@ _DEEPCOPY = "get_trials(deepcopy=None/True): copies instead of views of the same
 _STRICT = "zip(strict=...) of two lists that always have the same length"
 _ZERO_SPAN = "`or 2.0` is only used when the span is 0, and then every numerator is 0 too"
 EQUIVALENT: dict[str, str] = {
-    "auxsearch.objective.xǁObjectiveǁ_dominated__mutmut_10": _DEEPCOPY,
-    "auxsearch.objective.xǁObjectiveǁ_dominated__mutmut_12": _DEEPCOPY,
-    "auxsearch.objective.xǁObjectiveǁ_dominated__mutmut_15": _DEEPCOPY,
-    "auxsearch.objective.xǁObjectiveǁ_halving__mutmut_18": _DEEPCOPY,
-    "auxsearch.objective.xǁObjectiveǁ_halving__mutmut_20": _DEEPCOPY,
+    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_10": _DEEPCOPY,
+    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_12": _DEEPCOPY,
+    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_15": _DEEPCOPY,
+    "auxsearch.search.objective.xǁObjectiveǁ_halving__mutmut_18": _DEEPCOPY,
+    "auxsearch.search.objective.xǁObjectiveǁ_halving__mutmut_20": _DEEPCOPY,
     "auxsearch.pareto.x_halving_keeps__mutmut_18": "ordering a rank by memory instead of score: in one rank a higher "
                                                    "score is exactly a larger memory (equal scores, equal memory)",
     "auxsearch.pareto.x_knee__mutmut_36": "bx + ax for bx - ax: ax is 0 (the lightest point comes first, normalised to 0)",
@@ -79,15 +79,15 @@ EQUIVALENT: dict[str, str] = {
     "auxsearch.pareto.x_hypervolume_2d__mutmut_10": "a point with memory == the reference adds a box of width 0",
     "auxsearch.pareto.x_hypervolume_2d__mutmut_18": "zip(strict=None) is zip(strict=False)",
     "auxsearch.pareto.x_hypervolume_2d__mutmut_21": "zip() is zip(strict=False)",
-    "auxsearch.engine.x_local_step__mutmut_12": "raw = '' for None: the last module always overwrites it",
-    "auxsearch.engine.x_local_step__mutmut_67": "a freed bank entry set to '' instead of None: never read again, "
+    "auxsearch.model.engine.x_local_step__mutmut_12": "raw = '' for None: the last module always overwrites it",
+    "auxsearch.model.engine.x_local_step__mutmut_67": "a freed bank entry set to '' instead of None: never read again, "
                                                 "the tensor is released either way",
-    "auxsearch.engine.x_local_step__mutmut_75": "detach() applied to every leaf: every head returns tensors only",
-    "auxsearch.export.x_choose__mutmut_2": "best_score defaulting to True: the best score is already the default rule",
-    "auxsearch.memory.xǁLiveBytesǁ_free__mutmut_4": "pop(key, None): _free runs once per tracked storage, whose key is "
+    "auxsearch.model.engine.x_local_step__mutmut_75": "detach() applied to every leaf: every head returns tensors only",
+    "auxsearch.outputs.export.x_choose__mutmut_2": "best_score defaulting to True: the best score is already the default rule",
+    "auxsearch.train.memory.xǁLiveBytesǁ_free__mutmut_4": "pop(key, None): _free runs once per tracked storage, whose key is "
                                                    "always present",
-    "auxsearch.memory.xǁLiveBytesǁ_free__mutmut_6": "pop(key): the key is always present (see above)",
-    "auxsearch.memory.xǁLiveBytesǁ_free__mutmut_7": "pop(key, 1): the key is always present (see above)",
+    "auxsearch.train.memory.xǁLiveBytesǁ_free__mutmut_6": "pop(key): the key is always present (see above)",
+    "auxsearch.train.memory.xǁLiveBytesǁ_free__mutmut_7": "pop(key, 1): the key is always present (see above)",
     "auxsearch.config.x__coerce__mutmut_42": "args[0] without the `if args` guard: every list field of the configs names "
                                              "its element type",
 }

@@ -18,9 +18,10 @@ import torch
 import torch.nn.functional as F
 from _common import markdown_table, provenance, write_section
 
-from auxsearch import build, memory
+from auxsearch import build
 from auxsearch.config import TrainConfig
-from auxsearch.engine import make_optimizer, train_step
+from auxsearch.model.engine import make_optimizer, train_step
+from auxsearch.train import memory
 
 DESIGN = {"backbone": {"name": "resnet20"}, "input_shape": [3, 32, 32], "num_classes": 10, "num_units": 10,
           "splits": [3, 5, 7], "aux": [{"family": "dgl", "depth": 1, "width": 32}] * 3}

@@ -1,7 +1,7 @@
 """Is the data loader or the training step the bottleneck? Images per second of each, in one run.
 
 For every kind of data set a study can train on, builds the training batches exactly as
-``auxsearch.training`` does (``train.data_on_device``, ``train.loader_workers``), and times
+``auxsearch.train.loop`` does (``train.data_on_device``, ``train.loader_workers``), and times
 (a) one pass of the loader alone, batches moved to the device, and (b) training steps of a
 ResNet-20 K=4 DGL design (``engine.train_step``) at the same image size and batch. The loader
 must be faster than the step: ``loader / step`` > 1 in every row the defaults pick.
@@ -30,10 +30,10 @@ import torch
 from _common import markdown_table, provenance, write_section
 from PIL import Image
 
-from auxsearch import engine
 from auxsearch.config import TrainConfig
+from auxsearch.model import engine
 from auxsearch.tasks import get_task
-from auxsearch.training import _train_loader, loader_workers
+from auxsearch.train.data import loader_workers, train_batches
 
 
 def write_cifar10(root: Path, n: int, seed: int = 0) -> None:
@@ -63,7 +63,7 @@ def write_imagefolder(root: Path, n: int, size: int = 64, classes: int = 10, see
 
 
 def loader_rate(data, cfg: TrainConfig, device: torch.device, passes: int) -> tuple[float, str]:
-    loader = _train_loader(data, cfg, device)
+    loader = train_batches(data, cfg, device)
     kind = type(loader).__name__
     if kind == "DataLoader":
         kind += f" ({loader.num_workers} workers)"
@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     verdict = "MET" if all(default_ok) else "MISSED"
     body = "\n\n".join([
         "## Data pipeline: loader against training step", provenance(),
-        f"Images per second of the training batches as `auxsearch.training` builds them (one pass, moved to "
+        f"Images per second of the training batches as `auxsearch.train.loop` builds them (one pass, moved to "
         f"`{device}`), beside training steps of a ResNet-20 K=4 DGL design (depth-1 width-16 aux nets, SGD) at the "
         f"same image size, batch {batch}. Data written in the real on-disk formats (CIFAR-10 pickled batches of "
         "random images, JPEG ImageFolder). Tensor data sets (digits, CIFAR) are batched and augmented on the device "

@@ -42,14 +42,14 @@ import torch
 import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
-from auxsearch import engine
 from auxsearch.config import PruningConfig, SamplerConfig, TrainConfig, from_mapping, to_mapping
+from auxsearch.design.graph import design_hash, normalize
+from auxsearch.design.space import grid, suggest_design
 from auxsearch.errors import ConfigError
-from auxsearch.graph import design_hash, normalize
+from auxsearch.model import engine
 from auxsearch.pareto import Normalised, halving_keeps, pareto_front, rungs
-from auxsearch.samplers import SAMPLERS, sampler_name
-from auxsearch.space import grid, suggest_design
-from auxsearch.study import prepare
+from auxsearch.search.prepare import prepare
+from auxsearch.search.samplers import SAMPLERS, sampler_name
 
 CACHE = ROOT / "benchmarks" / "cache" / "search_quality_table.json"
 SPACE = {"splits": "memory", "modules": {"low": 2, "high": 6}, "skew": [-0.5, 0.0, 0.5],
@@ -91,7 +91,7 @@ def _train(design: dict, run) -> dict:
                                         generator=torch.Generator().manual_seed(cfg.seed + 7919))
     val = torch.utils.data.DataLoader(data.val, batch_size=512)
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(loader))
-    from auxsearch.memory import STEPS_MEASURED, measure_step
+    from auxsearch.train.memory import STEPS_MEASURED, measure_step
 
     raw_curve, bn_curve, peak, steps, start = [], [], 0, 0, time.perf_counter()
     for _ in range(cfg.epochs):
@@ -99,7 +99,7 @@ def _train(design: dict, run) -> dict:
         for x, y in loader:
             if steps < STEPS_MEASURED:  # as a trial measures: the first steps
                 steps += 1
-                peak = max(peak, measure_step(model, opt, lambda x=x, y=y: engine.train_step(model, opt, x, y), x, y))
+                peak = max(peak, measure_step(model, opt, lambda x=x, y=y: engine.train_step(model, opt, x, y), x, y)[0])
             else:
                 engine.train_step(model, opt, x, y)
             sched.step()
@@ -158,7 +158,7 @@ def build_table(run, retrain: bool) -> dict:
 def repeak(run, table: dict) -> None:
     """Every row's peak measured again as a trial of the study measures it (same batch, recipe and counter;
     on the CPU the data's values do not change the bytes), its cached simulation dropped; the cache rewritten."""
-    from auxsearch.memory import measure
+    from auxsearch.train.memory import measure
 
     todo = designs(run)
     for i, (h, row) in enumerate(table["designs"].items()):
@@ -387,7 +387,7 @@ def write(summary: dict, minutes: float) -> None:
         f"Rung-1 ranking against the final ranking (Spearman over the table's designs): "
         f"{corr['with_precise_bn']:.3f} with precise BN, {corr['without_precise_bn']:.3f} without "
         "(the same training path, the BN statistics recomputed or not before scoring).", "",
-        (f"ehvi's memory oracle is the simulator (`auxsearch.memory.simulate`, the study's batch and recipe), "
+        (f"ehvi's memory oracle is the simulator (`auxsearch.train.memory.simulate`, the study's batch and recipe), "
          f"called for {summary['simulated_designs']} designs; largest relative gap to the table's measured peak: "
          f"{summary['simulated_vs_measured_max_gap']:.2%}. 'default' is what a study that names nothing gets: "
          f"sampler `auto` (here `{summary['default_sampler']}`) with the default pruning rule. "
@@ -412,7 +412,7 @@ def _finite_json(x):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--retrain", action="store_true", help="rebuild the table (train every design again)")
-    ap.add_argument("--repeak", action="store_true", help="recompute every cached peak with auxsearch.memory.measure "
+    ap.add_argument("--repeak", action="store_true", help="recompute every cached peak with auxsearch.train.memory.measure "
                     "(after a change of what a peak counts; the training curves stay)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--workers", type=int, default=2, help="replays run in this many processes (default 2)")

@@ -12,10 +12,10 @@ import pytest
 import torch
 from conftest import tiny_design
 
-from auxsearch import engine
-from auxsearch.engine import build, local_step
-from auxsearch.families import all_options, family, family_names, search_order, task_spec
-from auxsearch.space import parse_space, suggest_design
+from auxsearch.design.families import all_options, family, family_names, search_order, task_spec
+from auxsearch.design.space import parse_space, suggest_design
+from auxsearch.model import engine
+from auxsearch.model.engine import build, local_step
 
 
 def _cases() -> dict[str, dict]:

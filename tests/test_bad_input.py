@@ -338,7 +338,7 @@ def test_bad_cli_option_on_a_design(capsys, argv, option):
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """One real run (E2E + man_k4, 1 epoch at 8x8), plus a failed and a pruned trial."""
+    """One real run (references E2E + man_k4, 1 epoch at 8x8), plus a failed and a pruned search trial (0, 1)."""
     tmp = tmp_path_factory.mktemp("bad_input_run")
     path = write_study(tmp, n_trials=2)
     assert main(["run", str(path), "--no-progress"]) == 0
@@ -346,8 +346,9 @@ def tiny_run(tmp_path_factory):
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     storage = JournalStorage(JournalFileBackend(str(run / "study.journal")))
-    study = optuna.load_study(study_name="quickstart", storage=storage)
-    done = study.get_trials(deepcopy=False)[1]  # the man_k4 trial: a real design to borrow
+    study = optuna.load_study(study_name="quickstart", storage=storage)  # the search: no trial yet
+    references = optuna.load_study(study_name="quickstart:reference", storage=storage)
+    done = references.get_trials(deepcopy=False)[1]  # the man_k4 trial: a real design to borrow
     for state, attrs in ((optuna.trial.TrialState.FAIL, {"reason": "RuntimeError: boom"}),
                          (optuna.trial.TrialState.PRUNED, {"reason": "epoch 1: dominated",
                                                            "history": [0.1], "seconds": 0.5,
@@ -411,9 +412,9 @@ RUN_CASES = [
      ("--trial", "99")),
     ("export-trial-negative", lambda run, study, tmp: ["export", run, "--trial", "-1", "-o", tmp / "x.yaml"],
      ("--trial",)),
-    ("export-trial-failed", lambda run, study, tmp: ["export", run, "--trial", "2", "-o", tmp / "x.yaml"],
+    ("export-trial-failed", lambda run, study, tmp: ["export", run, "--trial", "0", "-o", tmp / "x.yaml"],
      ("--trial", "fail")),
-    ("export-trial-pruned", lambda run, study, tmp: ["export", run, "--trial", "3", "-o", tmp / "x.yaml"],
+    ("export-trial-pruned", lambda run, study, tmp: ["export", run, "--trial", "1", "-o", tmp / "x.yaml"],
      ("--trial", "pruned")),
     ("export-max-memory-1KiB", lambda run, study, tmp: ["export", run, "--max-memory", "1KiB",
                                                         "-o", tmp / "x.yaml"], ("--max-memory",)),

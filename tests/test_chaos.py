@@ -36,9 +36,10 @@ def test_count_finds_lost_retried_and_duplicated_trials(chaos):
     study.add_trial(optuna.create_trial(state=optuna.trial.TrialState.WAITING,
                                         system_attrs={"failed_trial": failed.number, "retry_history": [failed.number]}))
     trials = study.get_trials()
-    seen = {0: ("COMPLETE", (0.5, 1.0)), 1: ("COMPLETE", (9.9, 1.0)), 7: ("COMPLETE", (1.0, 1.0))}
+    seen = {(False, 0): ("COMPLETE", (0.5, 1.0)), (False, 1): ("COMPLETE", (9.9, 1.0)),
+            (False, 7): ("COMPLETE", (1.0, 1.0))}
     got = chaos.count(trials, seen)
-    assert got["lost"] == 2 and got["lost_trials"] == [1, 7]  # changed values, and gone
+    assert got["lost"] == 2 and got["lost_trials"] == [(False, 1), (False, 7)]  # changed values, and gone
     assert got["retried"] == 1 and got["duplicated"] == 1 and got["completed"] == 3 and got["failed"] == 0
 
 

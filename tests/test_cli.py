@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from auxsearch.cli import main
-from auxsearch.graph import load_design
+from auxsearch.design.graph import load_design
 
 ROOT = Path(__file__).resolve().parents[1]
 DESIGNS = ROOT / "studies" / "designs"

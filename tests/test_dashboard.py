@@ -14,9 +14,9 @@ from wsgiref.util import setup_testing_defaults
 import pytest
 from test_study import write_study
 
-from auxsearch import rundir
 from auxsearch.cli import main
-from auxsearch.storage import open_storage
+from auxsearch.outputs import runfolder as rundir
+from auxsearch.store.storage import open_storage
 
 optuna_dashboard = pytest.importorskip(
     "optuna_dashboard", reason="optuna-dashboard is not installed (the optional extra: pip install -e '.[dashboard]')")
@@ -41,7 +41,7 @@ def get(app, path: str) -> tuple[str, dict]:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("dashboard")
-    path = write_study(tmp, search_space=SPACE, n_trials=2, enqueue=[], pruning={"enabled": False},
+    path = write_study(tmp, search_space=SPACE, n_trials=3, enqueue=[], pruning={"enabled": False},
                        objectives=["score", "memory", "seconds"],
                        train={"epochs": 1, "batch_size": 64, "lr": 0.05, "device": "cpu"})
     assert main(["run", str(path), "--no-progress"]) == 0
@@ -56,7 +56,7 @@ def test_the_dashboard_serves_the_run_study_objectives_and_trials(run_dir):
     status, listing = get(app, "/api/studies")
     assert status.startswith("200"), status
     studies = {s["study_name"]: s for s in listing["study_summaries"]}
-    assert "quickstart" in studies, list(studies)
+    assert {"quickstart", "quickstart:reference"} <= set(studies), list(studies)  # the search, E2E beside it
     summary = studies["quickstart"]
     assert summary["directions"] == ["maximize", "minimize", "minimize"]
 
@@ -69,8 +69,12 @@ def test_the_dashboard_serves_the_run_study_objectives_and_trials(run_dir):
     assert all(t["state"] == "Complete" and len(t["values"]) == 3 for t in trials)
     assert 0.0 < trials[0]["values"][0] <= 1.0 and trials[0]["values"][1] > 0  # accuracy, peak bytes
     _, records = rundir.load_run(run_dir)  # the same numbers auxsearch reports
-    assert [r["score"] for r in records] == pytest.approx([t["values"][0] for t in trials])
-    assert [r["peak_memory_bytes"] for r in records] == [t["values"][1] for t in trials]
+    searched = [r for r in records if not r["reference"]]
+    assert [r["score"] for r in searched] == pytest.approx([t["values"][0] for t in trials])
+    assert [r["peak_memory_bytes"] for r in searched] == [t["values"][1] for t in trials]
+    status, ref = get(app, f"/api/studies/{studies['quickstart:reference']['study_id']}")
+    assert status.startswith("200") and ref["objective_names"] == detail["objective_names"]
+    assert [t["state"] for t in ref["trials"]] == ["Complete"]  # the E2E reference
 
     status, _ = get(app, f"/api/studies/{summary['study_id'] + 99}")
     assert status.startswith("404")

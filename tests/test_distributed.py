@@ -16,11 +16,12 @@ import yaml
 from pgserver import postgres_url  # noqa: F401  (a session fixture: a real server on loopback)
 from test_study import write_study
 
-from auxsearch import distributed
 from auxsearch.cli import main
+from auxsearch.outputs.runfolder import load_run
 from auxsearch.pareto import pareto_front
-from auxsearch.rundir import load_run
-from auxsearch.storage import open_storage
+from auxsearch.store import heartbeat
+from auxsearch.store.optuna_adapter import trial_id
+from auxsearch.store.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,17 +35,19 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 def check_parallel_run(run_dir: Path, n_trials: int, capsys) -> None:
     meta, recs = load_run(run_dir)
     finished = [r for r in recs if r["state"] in ("COMPLETE", "PRUNED", "INFEASIBLE")]
-    assert len(finished) == n_trials, [(r["number"], r["state"], r["reason"]) for r in recs]
-    assert len({r["number"] for r in recs}) == len(recs)
+    assert len(finished) == n_trials, [(r["trial"], r["state"], r["reason"]) for r in recs]
+    assert len({r["trial"] for r in recs}) == len(recs)
     assert sum(r["is_e2e"] for r in finished) == 1
     assert main(["show", str(run_dir), "--json"]) == 0
     shown = json.loads(capsys.readouterr().out)
-    assert [e["trial"] for e in shown["front"]] == [r["number"] for r in pareto_front(recs)]
+    assert [e["trial"] for e in shown["front"]] == [r["trial"] for r in pareto_front(recs)]
     front_file = yaml.safe_load((run_dir / "pareto.yaml").read_text())["front"]
     assert [e["trial"] for e in front_file] == [e["trial"] for e in shown["front"]]
-    st = optuna.load_study(study_name=meta["name"], storage=open_storage(meta["storage"]))
-    workers = {t.user_attrs.get("worker") for t in st.trials if t.state.is_finished()}
-    seeds = {t.user_attrs.get("worker"): t.user_attrs.get("sampler_seed") for t in st.trials}
+    storage = open_storage(meta["storage"])
+    st = optuna.load_study(study_name=meta["name"], storage=storage)
+    every = [*optuna.load_study(study_name=meta["name"] + ":reference", storage=storage).trials, *st.trials]
+    workers = {t.user_attrs.get("worker") for t in every if t.state.is_finished()}
+    seeds = {t.user_attrs.get("worker"): t.user_attrs.get("sampler_seed") for t in every}
     assert len(workers) >= 2, "the trials were not shared between workers"
     assert len(set(seeds.values())) == len(seeds), seeds  # each worker its own seed, recorded
     prov = st.user_attrs["auxsearch"]
@@ -67,14 +70,22 @@ def test_three_workers_on_postgresql(tmp_path, capsys, postgres_url):  # noqa: F
 
 
 def _trials(run_dir: Path) -> list[optuna.trial.FrozenTrial]:
+    """The run's reference trials, then its search trials."""
     journal = run_dir / "study.journal"
     if not journal.is_file():
         return []
-    storage = open_storage(f"journal:{journal}")
-    try:
-        return optuna.load_study(study_name="quickstart", storage=storage).trials
-    except KeyError:
-        return []
+    storage = open_storage(f"journal:{journal}", writes=False)
+    out = []
+    for name in ("quickstart:reference", "quickstart"):
+        try:
+            out += optuna.load_study(study_name=name, storage=storage).trials
+        except KeyError:
+            pass
+    return out
+
+
+def _key(t: optuna.trial.FrozenTrial) -> tuple[bool, int]:
+    return ("enqueued" in t.user_attrs, t.number)
 
 
 def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path):
@@ -86,25 +97,25 @@ def test_kill_9_mid_trial_then_the_same_command_finishes_the_study(tmp_path):
     while time.time() < deadline:
         trials = _trials(tmp_path / "run")
         if any(t.state.name == "COMPLETE" for t in trials) and any(
-                t.state.name == "RUNNING" and distributed.WORKER_KEY in t.system_attrs for t in trials):
+                t.state.name == "RUNNING" and heartbeat.WORKER_KEY in t.system_attrs for t in trials):
             break
         time.sleep(0.3)
     else:
         proc.kill()
         pytest.fail("the study never had a completed and a running trial")
-    before = {t.number: t.values for t in trials if t.state.name == "COMPLETE"}
-    killed = [t.number for t in trials if t.state.name == "RUNNING"]
+    before = {_key(t): t.values for t in trials if t.state.name == "COMPLETE"}
+    killed = [_key(t) for t in trials if t.state.name == "RUNNING"]
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     again = cli("run", str(path), "--no-progress")
     assert again.returncode == 0, again.stderr[-3000:]
-    after = {t.number: t for t in _trials(tmp_path / "run")}
+    after = {_key(t): t for t in _trials(tmp_path / "run")}
     for number, values in before.items():  # nothing finished was lost
         assert after[number].state.name == "COMPLETE" and after[number].values == values
     for number in killed:
         assert after[number].state.name == "FAIL"
         assert "worker died" in after[number].user_attrs["reason"]
-    retried = [t for t in after.values() if t.system_attrs.get("failed_trial") in killed]
+    retried = [t for t in after.values() if (_key(t)[0], t.system_attrs.get("failed_trial")) in killed]
     assert retried, "the interrupted trial was not retried"
     assert len([t for t in after.values() if t.state.name in ("COMPLETE", "PRUNED")]) == 4
 
@@ -117,21 +128,24 @@ def test_sqlite_with_several_workers_is_refused(tmp_path, capsys):
 
 
 def test_stale_trials_dead_pid_or_old_heartbeat():
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(directions=["maximize", "minimize"], storage=storage, study_name="s")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    t = study.ask()
-    host = distributed.socket.gethostname()
-    study._storage.set_trial_system_attr(t._trial_id, distributed.WORKER_KEY, f"{host}:{dead.pid}")
-    study._storage.set_trial_system_attr(t._trial_id, distributed.BEAT_KEY, time.time())
-    frozen = study._storage.get_trial(t._trial_id)
-    assert distributed.is_stale(frozen)  # its process is gone, even with a fresh heartbeat
-    alive = study.ask()
-    study._storage.set_trial_system_attr(alive._trial_id, distributed.WORKER_KEY, f"{host}:{os.getpid()}")
-    study._storage.set_trial_system_attr(alive._trial_id, distributed.BEAT_KEY, time.time())
-    frozen_alive = study._storage.get_trial(alive._trial_id)
-    assert not distributed.is_stale(frozen_alive)
-    assert distributed.is_stale(frozen_alive, now=time.time() + distributed.GRACE + 1)  # silent too long
-    assert distributed.reap_stale_trials(study) == [t.number]
-    assert study.trials[t.number].state.name == "FAIL"
-    assert study.trials[-1].state.name == "WAITING" and study.trials[-1].system_attrs["failed_trial"] == t.number
+    host = heartbeat.socket.gethostname()
+
+    def started(pid: int) -> optuna.trial.FrozenTrial:
+        t = study.ask()
+        tid = trial_id(storage, "s", t.number)
+        storage.set_trial_system_attr(tid, heartbeat.WORKER_KEY, f"{host}:{pid}")
+        storage.set_trial_system_attr(tid, heartbeat.BEAT_KEY, time.time())
+        return storage.get_trial(tid)
+
+    frozen = started(dead.pid)
+    assert heartbeat.is_stale(frozen)  # its process is gone, even with a fresh heartbeat
+    frozen_alive = started(os.getpid())
+    assert not heartbeat.is_stale(frozen_alive)
+    assert heartbeat.is_stale(frozen_alive, now=time.time() + heartbeat.GRACE + 1)  # silent too long
+    assert heartbeat.reap_stale_trials(study, storage) == [frozen.number]
+    assert study.trials[frozen.number].state.name == "FAIL"
+    assert study.trials[-1].state.name == "WAITING" and study.trials[-1].system_attrs["failed_trial"] == frozen.number

@@ -11,8 +11,8 @@ import yaml
 
 from auxsearch.cli import build_parser
 from auxsearch.config import StudyConfig, from_mapping
-from auxsearch.graph import normalize
-from auxsearch.space import parse_space
+from auxsearch.design.graph import normalize
+from auxsearch.design.space import parse_space
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -68,7 +68,7 @@ def test_shipped_search_spaces_parse():
 
 
 def test_study_reference_doc_matches_the_code():
-    from auxsearch.docgen import render
+    from auxsearch.outputs.docgen import render
 
     doc = ROOT / "docs" / "study-reference.md"
-    assert doc.read_text() == render(), "regenerate: python -m auxsearch.docgen > docs/study-reference.md"
+    assert doc.read_text() == render(), "regenerate: python -m auxsearch.outputs.docgen > docs/study-reference.md"

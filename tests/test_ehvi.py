@@ -10,11 +10,19 @@ import optuna
 import pytest
 from test_study import write_study
 
-from auxsearch import study as study_mod
-from auxsearch.ehvi import CandidateTrial, EHVISampler, encode, expected_improvement, improvement
 from auxsearch.errors import ConfigError
 from auxsearch.pareto import Normalised
-from auxsearch.samplers import sampler_name
+from auxsearch.search import prepare as study_mod
+from auxsearch.search.ehvi import (
+    CandidateTrial,
+    EHVISampler,
+    encode,
+    expected_improvement,
+    improvement,
+)
+from auxsearch.search.loop import optimize
+from auxsearch.search.samplers import sampler_name
+from auxsearch.search.studies import open_search
 
 FAMILIES = ("good", "poor")
 
@@ -151,13 +159,13 @@ def test_a_study_with_ehvi_trains_the_designs_it_chose(tmp_path, mode):
                        n_trials=3, enqueue=[], pruning={"enabled": False}, memory={"mode": mode},
                        train={"epochs": 1, "batch_size": 32, "lr": 0.05, "seed": 0, "device": "cpu"})
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 3, None, progress=False)
-    done = [t for t in st.trials if t.state.name == "COMPLETE"]
+    st = open_search(run)
+    optimize(run, st, 3, None, progress=False)
+    done = [t for t in st.all_trials() if t.state.name == "COMPLETE"]
     assert len(done) == 3 and done[0].user_attrs["is_e2e"]
     hashes = [t.user_attrs["design_hash"] for t in done]
     assert len(set(hashes)) == 3
-    sampler = st.sampler
+    sampler = st.search.sampler
     for t in done[1:]:  # the sampler's memory for each design it saw equals what the trial recorded
         assert sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
 

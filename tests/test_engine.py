@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_design
 
-from auxsearch import memory
 from auxsearch.aux.augment import pyramid_depth, sample_units
-from auxsearch.engine import build, end_to_end, local_step
 from auxsearch.errors import ConfigError
+from auxsearch.model.engine import build, end_to_end, local_step
+from auxsearch.train import memory
 
 MAN = {"family": "momentum", "depth": 1, "width": 8, "momentum": 0.9}
 

@@ -31,10 +31,11 @@ import yaml
 from test_study import write_study
 
 from auxsearch.cli import main
+from auxsearch.design.graph import design_hash, load_design, normalize
+from auxsearch.design.split_tables import from_table, to_table
 from auxsearch.errors import ConfigError
-from auxsearch.export import render_script, table_entry
-from auxsearch.graph import design_hash, load_design, normalize
-from auxsearch.split_tables import from_table, to_table
+from auxsearch.outputs.export import render_script
+from auxsearch.outputs.repo_tables import table_entry
 
 # ---------------------------------------------------------------- published entries (facts)
 
@@ -285,7 +286,7 @@ def test_show_formats(tiny_run, capsys):
 
 
 def test_export_formats_from_a_run(tiny_run, tmp_path, capsys):
-    local = ["--trial", "1", "--allow-dominated"]
+    local = ["--trial", "0", "--allow-dominated"]  # the first searched design (the E2E reference is e2e)
     capsys.readouterr()
     assert main(["export", str(tiny_run), *local, "--format", "infopro"]) == 2  # InfoPro-Pytorch has no DGL
     assert "family 'dgl' has no equivalent" in capsys.readouterr().err
@@ -306,7 +307,7 @@ def test_export_formats_from_a_run(tiny_run, tmp_path, capsys):
 
 def _script(tiny_run, tmp_path) -> Path:
     script = tmp_path / "train_best.py"
-    assert main(["export", str(tiny_run), "--trial", "1", "--allow-dominated", "--format", "script",
+    assert main(["export", str(tiny_run), "--trial", "0", "--allow-dominated", "--format", "script",
                  "-o", str(script)]) == 0
     return script
 
@@ -379,7 +380,7 @@ def test_the_script_template_embeds_an_editable_design():
 # ---------------------------------------------------------------- auxsearch train --save DIR / --resume
 
 def test_train_saves_every_epoch_and_resumes_where_an_interrupted_run_stopped(tmp_path, capsys, monkeypatch):
-    from auxsearch import engine
+    from auxsearch.model import engine
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "studies" / "designs" / "digits_dgl_k4.yaml").read_text())
     raw.pop("design_hash")
@@ -419,11 +420,11 @@ def test_train_saves_every_epoch_and_resumes_where_an_interrupted_run_stopped(tm
 
 
 def test_show_csv_and_markdown_carry_the_confirmed_spreads(monkeypatch, capsys):
-    from auxsearch import rundir
+    from auxsearch.outputs import runfolder as rundir
 
     def rec(number, K, score, peak, val, test):
         splits = list(range(2, 2 + K - 1))
-        return {"number": number, "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
+        return {"number": number, "trial": str(number), "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
                 "measured_peak_bytes": peak, "seconds": 1.0, "design_hash": f"h{number}", "is_e2e": K == 1, "K": K,
                 "params": {}, "scores": {"accuracy": score}, "over_budget": False, "history": [score],
                 "design": {"splits": splits, "aux": [{"family": "dgl"}] * (K - 1)},

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from auxsearch import study as study_mod
-from auxsearch.graph import save_design
-from auxsearch.records import records
+from auxsearch.design.graph import save_design
+from auxsearch.search import prepare as study_mod
+from auxsearch.search.loop import optimize
+from auxsearch.search.studies import open_search
+from auxsearch.store.records import records
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -31,8 +33,8 @@ def fault_study(tmp_path: Path, mode: str, n_trials: int, **extra) -> Path:
 
 def run_study(path: Path) -> list[dict]:
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, run.cfg.n_trials, None, progress=False)
+    st = open_search(run)
+    optimize(run, st, run.cfg.n_trials, None, progress=False)
     return records(st)
 
 
@@ -60,20 +62,20 @@ def test_nan_loss_is_pruned_with_the_reason(tmp_path):
 def test_an_error_fails_the_trial_with_its_traceback_and_the_study_goes_on(tmp_path):
     path = fault_study(tmp_path, "error", 1)
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 1, None, progress=False)
-    first = st.trials[0]
+    st = open_search(run)
+    optimize(run, st, 1, None, progress=False)
+    first = st.all_trials()[0]
     assert first.state.name == "FAIL"
     assert "ValueError: the faulty unit raised on purpose" in first.user_attrs["reason"]
     assert "faulty_backbone.py" in first.user_attrs["traceback"]
-    assert st.trials[1].state.name == "COMPLETE"
+    assert st.all_trials()[1].state.name == "COMPLETE"
 
 
 def test_a_hard_crash_kills_only_the_trial_process(tmp_path):
     path = fault_study(tmp_path, "kill", 1, isolation="subprocess")
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 1, None, progress=False)
-    assert st.trials[0].state.name == "FAIL"
-    assert "process died" in st.trials[0].user_attrs["reason"]
-    assert st.trials[1].state.name == "COMPLETE"
+    st = open_search(run)
+    optimize(run, st, 1, None, progress=False)
+    assert st.all_trials()[0].state.name == "FAIL"
+    assert "process died" in st.all_trials()[0].user_attrs["reason"]
+    assert st.all_trials()[1].state.name == "COMPLETE"

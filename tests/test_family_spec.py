@@ -17,13 +17,13 @@ import torch.nn.functional as F
 from conftest import tiny_design
 from torch import nn
 
-from auxsearch import families
 from auxsearch.aux import AuxNet, local_end
+from auxsearch.design import families
+from auxsearch.design.families import register_family, registered, unregister_family
+from auxsearch.design.graph import design_hash, normalize, to_graph
+from auxsearch.design.space import check_space_task, grid, parse_space, suggest_design
+from auxsearch.design.spec import FamilySpec, Option, Rule
 from auxsearch.errors import ConfigError
-from auxsearch.families import register_family, registered, unregister_family
-from auxsearch.graph import design_hash, normalize, to_graph
-from auxsearch.space import check_space_task, grid, parse_space, suggest_design
-from auxsearch.spec import FamilySpec, Option, Rule
 
 ROOT = Path(__file__).resolve().parents[1]
 COSTS = [4.0, 3.0, 2.0, 1.0]
@@ -112,14 +112,14 @@ def test_grid_includes_the_toy_option(toy):
 
 
 def test_reference_lists_the_toy(toy):
-    from auxsearch.docgen import render
+    from auxsearch.outputs.docgen import render
 
     text = render()
     assert "| `toy` | `scale` | `1.0` | must be in (0, 4] |" in text and "| `scale` | float |" in text
 
 
 def test_a_toy_design_trains_to_a_finite_score(toy):
-    from auxsearch.training import fit
+    from auxsearch.train.loop import fit
 
     design = {"backbone": {"name": "resnet8"}, "input_shape": [1, 8, 8], "num_classes": 10, "num_units": 4,
               "splits": [2], "aux": [{"family": "toy", "width": 8, "scale": 0.5}],
@@ -151,7 +151,7 @@ def test_the_example_in_the_docs_registers_a_working_family():
         name = namespace["SPEC"].name
         d = normalize(tiny_design(splits=[2], aux=[{"family": name}]))
         assert set(d["aux"][0]) > {"family", "depth", "width"}
-        from auxsearch.engine import build
+        from auxsearch.model.engine import build
 
         build(d)
     finally:
@@ -159,10 +159,14 @@ def test_the_example_in_the_docs_registers_a_working_family():
             unregister_family(namespace["SPEC"].name)
 
 
-def test_the_task_table_is_what_the_tasks_report():
-    from auxsearch.tasks import TASKS
+def test_every_task_of_the_registry_has_an_implementation_that_reads_its_spec():
+    from auxsearch.design.tasks import TASKS
+    from auxsearch.tasks import get_task
 
-    assert set(TASKS) == set(families.TASKS)
-    for name, task in TASKS.items():
-        assert task.dense == families.TASKS[name].dense and task.arg_defaults == families.TASKS[name].args
-    assert [n for n, t in families.TASKS.items() if not t.dense] == ["classification"]
+    for name, spec in TASKS.items():
+        task = get_task(name)
+        assert task.name == name and task.spec is spec
+        assert (task.metric, task.dense, task.simulatable, task.arg_defaults) == \
+            (spec.metric, spec.dense, spec.simulatable, spec.args)
+    assert [n for n, t in TASKS.items() if not t.dense] == ["classification"]
+    assert [n for n, t in TASKS.items() if not t.simulatable] == ["detection"]

@@ -4,9 +4,7 @@ import pytest
 import yaml
 from conftest import tiny_design
 
-from auxsearch.drawing import design_figure
-from auxsearch.errors import ConfigError
-from auxsearch.graph import (
+from auxsearch.design.graph import (
     design_hash,
     dump_design,
     from_graph,
@@ -16,6 +14,8 @@ from auxsearch.graph import (
     save_design,
     to_graph,
 )
+from auxsearch.errors import ConfigError
+from auxsearch.outputs.drawing import design_figure
 
 MAN = {"family": "momentum", "depth": 1, "width": 16, "momentum": 0.99}
 
@@ -46,8 +46,8 @@ def test_hash_equal_for_equal_designs_and_different_otherwise():
 def test_memory_hash_ignores_exactly_the_options_that_cannot_change_memory(entry, key, values, other):
     """The options marked memory_neutral (EMA momenta) leave the measured peak unchanged, so designs that
     differ only there share a memory hash (one oracle call for ehvi); anything else keeps them apart."""
-    from auxsearch import families
-    from auxsearch.memory import measure
+    from auxsearch.design import families
+    from auxsearch.train.memory import measure
 
     marked = {o.name for name in families.family_names() for o in families.all_options(families.family(name))
               if o.memory_neutral}

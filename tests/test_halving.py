@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 from test_study import write_study
 
-from auxsearch import study as study_mod
-from auxsearch.pareto import halving_keeps, nondominated_ranks, rungs
-from auxsearch.records import records
+from auxsearch.pareto import halving_keeps, nondominated_ranks, order, rungs
+from auxsearch.search import prepare as study_mod
+from auxsearch.search.loop import optimize
+from auxsearch.search.studies import open_search
+from auxsearch.store.records import records
 
 
 def test_nondominated_ranks():
@@ -40,11 +42,11 @@ def test_a_halving_study_stops_trials_at_the_rung_and_resumes(tmp_path, workers_
     path = write_study(tmp_path, n_trials=6, enqueue=[], train={"epochs": 2, "batch_size": 64, "lr": 0.05},
                        pruning={"enabled": True, "mode": "halving", "min_epochs": 1, "reduction_factor": 2})
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 4 if workers_view else 6, None, progress=False)
+    st = open_search(run)
+    optimize(run, st, 4 if workers_view else 6, None, progress=False)
     if workers_view:  # a second process (or a restart) continues from what the storage holds
-        st = study_mod.open_study(study_mod.prepare(path))
-        study_mod.optimize(run, st, 6, None, progress=False)
+        st = open_search(study_mod.prepare(path))
+        optimize(run, st, 6, None, progress=False)
     recs = records(st)
     assert len([r for r in recs if r["state"] in ("COMPLETE", "PRUNED")]) == 6
     pruned = [r for r in recs if r["state"] == "PRUNED"]
@@ -52,5 +54,5 @@ def test_a_halving_study_stops_trials_at_the_rung_and_resumes(tmp_path, workers_
     assert recs[0]["state"] == "COMPLETE" and recs[0]["is_e2e"]  # the reference is never stopped
     for r in pruned:  # each stopped trial was outside the top half of the trials at its rung when it decided
         earlier = [(q["history"][0], q["peak_memory_bytes"]) for q in recs
-                   if q["number"] < r["number"] and q["history"] and q.get("reused_from") is None]
+                   if order(q) < order(r) and q["history"] and q.get("reused_from") is None]
         assert not halving_keeps((r["history"][0], r["peak_memory_bytes"]), earlier, eta=2)

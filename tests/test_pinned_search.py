@@ -17,10 +17,10 @@ from pathlib import Path
 
 import optuna
 
-from auxsearch.graph import design_hash, normalize
-from auxsearch.samplers import make_sampler
-from auxsearch.space import suggest_design
-from auxsearch.study import prepare
+from auxsearch.design.graph import design_hash, normalize
+from auxsearch.design.space import suggest_design
+from auxsearch.search.prepare import prepare
+from auxsearch.search.samplers import make_sampler
 
 ROOT = Path(__file__).resolve().parents[1]
 PIN = ROOT / "tests" / "data" / "quickstart_pinned_designs.json"
@@ -72,7 +72,7 @@ BASES = {"classification": {"task": {"name": "classification", "args": {}}},
 
 
 def full_sequence(task: str, per_module: bool, n: int = 40) -> list[dict]:
-    from auxsearch.space import parse_space
+    from auxsearch.design.space import parse_space
 
     raw = dict(FULL_SPACE, per_module=per_module)
     if task != "classification":

@@ -11,7 +11,8 @@ from auxsearch.config import TrainConfig
 from auxsearch.errors import ConfigError
 from auxsearch.tasks import get_task
 from auxsearch.tasks.tensor_data import DeviceBatches
-from auxsearch.training import _eval_loader, _train_loader, fit, loader_workers
+from auxsearch.train.data import eval_batches, loader_workers, train_batches
+from auxsearch.train.loop import fit
 
 DIGITS = {"name": "digits", "image_size": 16}
 
@@ -19,9 +20,9 @@ DIGITS = {"name": "digits", "image_size": 16}
 def test_tensor_data_sets_are_batched_on_the_device_unless_told_otherwise():
     data = get_task("classification").load_data(DIGITS)
     cpu = torch.device("cpu")
-    assert isinstance(_train_loader(data, TrainConfig(batch_size=64), cpu), DeviceBatches)
-    assert isinstance(_eval_loader(data.val, data, TrainConfig(), cpu), DeviceBatches)
-    plain = _train_loader(data, TrainConfig(batch_size=64, data_on_device=False), cpu)
+    assert isinstance(train_batches(data, TrainConfig(batch_size=64), cpu), DeviceBatches)
+    assert isinstance(eval_batches(data.val, data, TrainConfig(), cpu), DeviceBatches)
+    plain = train_batches(data, TrainConfig(batch_size=64, data_on_device=False), cpu)
     assert isinstance(plain, DataLoader) and plain.num_workers == 0
 
 

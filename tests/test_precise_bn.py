@@ -18,11 +18,12 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from auxsearch.config import TrainConfig, from_mapping
-from auxsearch.engine import build, inference_batchnorms, local_step, recalibrate_bn
+from auxsearch.design.graph import as_design, load_design, normalize
 from auxsearch.errors import ConfigError
-from auxsearch.graph import as_design, load_design, normalize
+from auxsearch.model.engine import build, inference_batchnorms, local_step, recalibrate_bn
 from auxsearch.tasks import get_task
-from auxsearch.training import fit, load_data
+from auxsearch.train.data import load_data
+from auxsearch.train.loop import fit
 
 ROOT = Path(__file__).resolve().parents[1]
 MAN = {"family": "momentum", "depth": 1, "width": 8, "momentum": 0.9}

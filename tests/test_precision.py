@@ -9,11 +9,11 @@ import pytest
 import torch
 from conftest import tiny_design
 
-from auxsearch import memory
 from auxsearch.config import TrainConfig
-from auxsearch.engine import build, end_to_end, local_step, make_optimizer, train_step
 from auxsearch.errors import ConfigError
-from auxsearch.precision import Precision
+from auxsearch.model.engine import build, end_to_end, local_step, make_optimizer, train_step
+from auxsearch.model.precision import Precision
+from auxsearch.train import memory
 
 MAN = {"family": "momentum", "depth": 1, "width": 8, "momentum": 0.9}
 RESNET20 = {"backbone": {"name": "resnet20"}, "input_shape": [3, 32, 32], "num_classes": 10, "num_units": 10}
@@ -187,7 +187,7 @@ def test_memory_cli_bf16_resnet110_k4_at_batch_1024_is_at_most_075x_fp32(capsys)
 
 @pytest.mark.slow  # ~40 s alone; the shared loss scale in CI: test_fp16_overflow_skips_the_step_for_every_module_and_backs_off
 def test_fp16_run_checkpoints_its_loss_scale_and_resumes_to_the_same_weights(tmp_path):
-    from auxsearch.training import fit
+    from auxsearch.train.loop import fit
 
     design = tiny_design(splits=[2], aux=[{"family": "dgl", "width": 8}])
     train = {"epochs": 2, "batch_size": 64, "lr": 0.05, "precision": "fp16", "device": "cpu",
@@ -211,7 +211,7 @@ def test_dense_tasks_train_under_bf16_and_score_finite(which):
 
     from test_tasks import PHOTOS, SCENES, design
 
-    from auxsearch.training import fit
+    from auxsearch.train.loop import fit
 
     train = {"epochs": 1, "batch_size": 8, "lr": 0.01, "optimizer": "adamw", "device": "cpu",
              "bn_recalibration_batches": 1}

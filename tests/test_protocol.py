@@ -9,11 +9,12 @@ import torch
 from test_study import write_study
 from torch.utils.data import TensorDataset
 
-from auxsearch import study as study_mod
 from auxsearch.cli import main
-from auxsearch.export import choose
+from auxsearch.commands import run_study
+from auxsearch.outputs.export import choose
 from auxsearch.pareto import clearly_dominates, confirmed_front, knee, stat
-from auxsearch.records import load_records
+from auxsearch.search import prepare as study_mod
+from auxsearch.store.records import load_records
 from auxsearch.tasks import get_task
 
 
@@ -37,7 +38,7 @@ def _search(tmp_path, name):
                        train={"epochs": 2, "batch_size": 64, "lr": 0.05, "seed": 0},
                        pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0}, confirm={"seeds": 1})
     run = study_mod.prepare(path)
-    study_mod.run(run, progress=False)
+    run_study(run, progress=False)
     recs = load_records(run.storage_url, run.cfg.name)
     return recs
 
@@ -58,7 +59,7 @@ def test_permuting_test_labels_changes_nothing_the_search_sees(tmp_path, monkeyp
 
 def _rec(n, peak, vals, tests=None, e2e=False):
     tests = tests or vals
-    return {"number": n, "state": "COMPLETE", "score": vals[0], "peak_memory_bytes": peak, "design_hash": f"h{n}",
+    return {"number": n, "trial": str(n), "state": "COMPLETE", "score": vals[0], "peak_memory_bytes": peak, "design_hash": f"h{n}",
             "design": {"splits": []}, "is_e2e": e2e, "K": 1 if e2e else 2,
             "confirmed": {"seeds": list(range(len(vals))), "val": stat(vals), "test": stat(tests),
                           "peak_memory_bytes": peak, "test_scores": {}}}

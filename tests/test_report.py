@@ -4,16 +4,12 @@ import random
 
 import pytest
 
+from auxsearch.design.graph import design_hash
 from auxsearch.errors import AuxsearchError
-from auxsearch.graph import design_hash
-from auxsearch.pareto import (
-    hypervolume_2d,
-    hypervolume_history,
-    knee,
-    normaliser,
-    pareto_front,
-)
-from auxsearch.report import families, pareto_table, write_report
+from auxsearch.outputs.report import write_report
+from auxsearch.outputs.rows import families
+from auxsearch.outputs.tables import pareto_table
+from auxsearch.pareto import hypervolume_2d, hypervolume_history, knee, normaliser, pareto_front
 
 MIB = 2**20
 BUNDLE_MARK = "Copyright 2012-"  # the plotly.js licence banner, once per inlined bundle
@@ -28,7 +24,7 @@ def design(splits=(2,), family="dgl", width=8):
 
 def record(number, score, mib, state="COMPLETE", splits=(2,), family="dgl", **kw):
     d = design(splits, family)
-    r = {"number": number, "state": state, "score": score,
+    r = {"number": number, "trial": str(number), "state": state, "score": score,
          "peak_memory_bytes": None if mib is None else int(mib * MIB), "seconds": 1.5 + number,
          "design_hash": design_hash(d), "params": {"split_0": splits[0] if splits else 0, "family": family,
                                                    "lr": 10 ** -(1 + number % 3)},
@@ -108,7 +104,7 @@ def test_normalised_hypervolume_bounds_and_history():
     # one ideal design (best score at the lightest memory) fills the unit square, plus the margin to REF
     assert norm.hypervolume([(norm.s_hi, norm.m_lo)]) == pytest.approx(1.01 * 1.01)
     hist = hypervolume_history(recs)
-    assert [n for n, _ in hist] == sorted(r["number"] for r in recs)
+    assert [n for n, _ in hist] == [str(n) for n in sorted(r["number"] for r in recs)]
     values = [v for _, v in hist]
     assert all(b >= a for a, b in zip(values, values[1:], strict=False))
     front = pareto_front(recs)
@@ -164,7 +160,7 @@ def test_report_html(tmp_path):
     assert "How to read this" in text and "E2E reference" in text and "failed trials" in text
     for r in pareto_front(recs):
         assert f"trial {r['number']}" in text
-        assert f"<td class=''>{r['number']}</td>" in text
+        assert f"<td class='t'>{r['number']}</td>" in text
     assert text.count("Plotly.newPlot") == 3 + len(pareto_front(recs))
 
 
@@ -172,5 +168,5 @@ def test_report_html(tmp_path):
 def test_report_without_complete_trials(tmp_path, records):
     text = write_report(records, {"name": "empty", "metric": "accuracy", "memory_mode": "measured"},
                         tmp_path / "r.html").read_text()
-    assert "no Pareto front" in text
+    assert "no front" in text
     assert text.count(BUNDLE_MARK) == (1 if records else 0)

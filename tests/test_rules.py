@@ -22,14 +22,16 @@ from torch import nn
 
 from auxsearch.aux.base import StepState
 from auxsearch.config import MemoryConfig, PruningConfig, TrainConfig
-from auxsearch.engine import build, make_optimizer, train_step
 from auxsearch.errors import ConfigError
-from auxsearch.export import choose
-from auxsearch.memory import LiveBytes, tracked_peak
-from auxsearch.objective import Objective
+from auxsearch.model.engine import build, make_optimizer, train_step
+from auxsearch.outputs.export import choose
+from auxsearch.outputs.report import write_report
+from auxsearch.outputs.tables import confirmed_table, search_table
 from auxsearch.pareto import confirmed_front, knee, pareto_front
-from auxsearch.report import confirmed_table, search_table, write_report
-from auxsearch.training import TrainResult
+from auxsearch.search.objective import Objective
+from auxsearch.store.storage import RunStudies
+from auxsearch.train.memory import LiveBytes, tracked_peak
+from auxsearch.train.result import TrainResult
 
 MIB = 2**20
 
@@ -125,8 +127,8 @@ def test_live_bytes_counts_a_linear_sgd_momentum_step_to_the_byte():
 def test_the_scored_peak_is_the_steady_state_of_training(optimizer):
     """Memory counts the first two steps: the optimizer state the first creates is live through the second,
     which peaks higher; a third peaks no higher again. measure and simulate both give the second's."""
-    from auxsearch import memory
-    from auxsearch.graph import as_design
+    from auxsearch.design.graph import as_design
+    from auxsearch.train import memory
 
     design, cfg = as_design(tiny_design(splits=[2], aux=[{"family": "dgl"}])), TrainConfig(optimizer=optimizer)
     model, opt, x, y, _ = memory._setup(design, cfg, 16)
@@ -155,8 +157,8 @@ def test_live_bytes_counts_views_once_and_forgets_freed_storage():
 def test_train_step_frees_gradients_before_the_step_and_keeps_the_precision(batch):
     """zero_grad(set_to_none=True): module 1's old gradients are gone while module 0 runs, so the step's
     peak equals a hand-written loop's; the precision reaches the local step (bf16 logits under autocast)."""
-    from auxsearch.engine import local_step
-    from auxsearch.precision import Precision
+    from auxsearch.model.engine import local_step
+    from auxsearch.model.precision import Precision
 
     torch.manual_seed(0)
     model = build(tiny_design(splits=[1], aux=[{"family": "dgl", "width": 8}]))
@@ -183,7 +185,7 @@ def test_the_step_normalises_its_input_with_the_data_statistics(batch):
     model = build(tiny_design())
     model.set_normalization([0.3], [0.2])
     ref = copy.deepcopy(model)
-    from auxsearch.engine import local_step
+    from auxsearch.model.engine import local_step
 
     local_step(model, *batch)
     x, y = batch
@@ -266,7 +268,8 @@ def _epoch_end(trial, cfg, history: list[float], peak: float) -> bool:
     """The study's pruner called once at the end of an epoch, for ``trial`` of a stub run with config ``cfg``."""
     res = TrainResult("accuracy", 0, peak, "measured", 0, 0, "h", "cpu")
     res.history = list(history)
-    return Objective(type("R", (), {"cfg": cfg})())._pruner(trial)(res)
+    studies = RunStudies("", None, trial.study, None, None)
+    return Objective(type("P", (), {"cfg": cfg})(), studies)._pruner(trial)(res)
 
 
 def _judge(rivals: list[dict], history: list[float], peak: float, *, simulated=None, e2e_trial=False,
@@ -316,7 +319,7 @@ def test_min_rivals_counts_dominating_trials():
     weak = {"values": [0.5, 10.0], "history": [0.5, 0.42, 0.5]}  # 0.42 < 0.4 + 0.05: does not dominate
     assert not _judge([RIVAL, weak], [0.1, 0.4], 1000, min_rivals=2)[0]
     stop, reason = _judge([RIVAL, {**RIVAL, "values": [0.95, 500.0]}], [0.1, 0.4], 1000, min_rivals=2)
-    assert stop and "trials [0, 1]" in reason
+    assert stop and "trials 0, 1 (" in reason
 
 
 def test_warm_up_same_epoch_short_rivals_and_the_reference():
@@ -328,7 +331,7 @@ def test_warm_up_same_epoch_short_rivals_and_the_reference():
     assert not _judge([RIVAL], [0.1, 0.4], 1000, e2e_trial=True)[0]  # the E2E reference is never stopped
     assert not _judge([RIVAL], [0.1, 0.4], 1000, enabled=False)[0]
     stop, reason = _judge([RIVAL], [0.1, 0.4], 1000)
-    assert stop and reason.startswith("epoch 2: validation 0.4000 dominated by trials [0]")
+    assert stop and reason.startswith("epoch 2: validation 0.4000 dominated by trials 0 (")
 
 
 def test_simulated_mode_compares_simulated_bytes():
@@ -387,12 +390,12 @@ def test_report_html_tables_hold_exactly_the_fronts(tmp_path):
     text = write_report(recs, {"name": "t", "metric": "accuracy"}, tmp_path / "r.html").read_text()
     tables = re.findall(r"<table>(.*?)</table>", text, flags=re.S)
     assert len(tables) == 2  # confirmed designs, then the search front
-    numbers = [[int(n) for n in re.findall(r"<tr class='[a-z0-9]*'><td class=''>(\d+)</td>", t)] for t in tables]
+    numbers = [[int(n) for n in re.findall(r"<tr class='[a-z0-9]*'><td class='t?'>(\d+)</td>", t)] for t in tables]
     assert numbers[0] == [1, 2, 3, 0]
     search = [r["number"] for r in pareto_front(recs)]
     assert sorted(numbers[1]) == sorted({*search, 0}) and 4 in numbers[1]
     empty = write_report([], {"name": "t"}, tmp_path / "e.html").read_text()
-    assert "<table>" not in empty and "No trial has COMPLETED yet" in empty
+    assert "<table>" not in empty and "No trial has completed yet" in empty
 
 
 # ----------------------------------------------------------------- export's choice rules
@@ -421,12 +424,12 @@ def test_each_rule_picks_its_record_on_the_search_front():
     assert choose(recs, knee_point=True)["number"] == knee(front)["number"] == 2
     assert choose(recs, trial=3)["number"] == 3
     assert choose(recs, trial=5, allow_dominated=True)["number"] == 5
-    assert _refused("--trial", trial=5) == ("trial 5 is not on the front (trials 1, 2, 3, 4); "
-                                            "add --allow-dominated to export it anyway")
-    assert _refused("--trial", trial=9) == "no trial 9 in this run (trials 0..6)"
+    assert _refused("--trial", trial=5) == ("trial 5 is dominated by trials 2, 3; the search front holds trials "
+                                            "1, 2, 3, 4. Add --allow-dominated to export it anyway")
+    assert _refused("--trial", trial=9) == "no trial 9 in this run (search trials 0..6; references: none)"
     assert _refused("--trial", trial=6, allow_dominated=True) == "trial 6 is infeasible, not a completed design"
-    assert _refused("--max-memory", max_memory=10 * MIB - 1) == (f"no front design fits in {10 * MIB - 1} B; "
-                                                                  f"the smallest needs {10 * MIB} B")
+    assert _refused("--max-memory", max_memory=10 * MIB - 1) == ("no front design fits in 10.0 MiB; "
+                                                                  "the lightest needs 10.0 MiB")
     with pytest.raises(ConfigError) as err:
         choose([record(1, None, 5, state="INFEASIBLE")])
     assert err.value.key == "" and err.value.message == "the run has no completed trial yet: nothing to export"
@@ -436,10 +439,13 @@ def test_rules_choose_on_confirmed_means_and_memory_when_confirmed():
     recs = confirmed_records()  # #4 has the best single-seed score but was never confirmed
     assert choose(recs)["number"] == 3  # confirmed mean 0.95 (its search score 0.90 < #1's 0.97)
     assert choose(recs, max_memory=20 * MIB)["number"] == 1  # confirmed 20 MiB (its search peak: 35 MiB)
-    with pytest.raises(ConfigError, match="the smallest needs 20971520 B"):
+    with pytest.raises(ConfigError, match="the lightest needs 20.0 MiB"):
         choose(recs, max_memory=20 * MIB - 1)
-    with pytest.raises(ConfigError, match="not on the front"):
+    with pytest.raises(ConfigError, match="trial 2 is dominated by trial 1; the confirmed front holds trials 1, 3"):
         choose(recs, trial=2)
+    with pytest.raises(ConfigError, match="trial 4 is unconfirmed: it is on the search front .* `auxsearch confirm "
+                       "RUN --trial 4` confirms it"):
+        choose(recs, trial=4)
     # equal confirmed means, both on the confirmed front (the seeds cannot tell them apart): the lighter one
     tie = [_confirm(record(1, 0.9, 20, splits=(1,)), [0.8, 0.9, 1.0], 20.0),
            _confirm(record(2, 0.9, 10, splits=(2,)), [0.85, 0.9, 0.95], 10.0)]
@@ -579,7 +585,7 @@ def test_parse_bytes(value, expected):
 
 @pytest.mark.parametrize("value, words", [(0, "must be > 0"), (-5, "must be > 0"), ("0MiB", "must be > 0"),
                                           ("lots", "must be a size like 2MiB"), ("2 MiBs", "must be a size"),
-                                          (True, "must be a size"), ("1e3", "must be a size")])
+                                          (True, "must be a size"), ("1e3x", "must be a size")])
 def test_parse_bytes_refuses(value, words):
     from auxsearch.config import parse_bytes
 
@@ -662,8 +668,8 @@ def test_clearly_dominates_boundaries():
 def test_confirmed_front_order_at_equal_memory():
     from auxsearch.pareto import confirmed_front
 
-    recs = [{**_c(0.80, 0.1, 20), "number": 1, "design_hash": "a"}, {**_c(0.85, 0.1, 20), "number": 2, "design_hash": "b"},
-            {**_c(0.70, 0.1, 10), "number": 3, "design_hash": "c"}]
+    recs = [{**_c(0.80, 0.1, 20), "number": 1, "trial": "1", "design_hash": "a"}, {**_c(0.85, 0.1, 20), "number": 2, "trial": "2", "design_hash": "b"},
+            {**_c(0.70, 0.1, 10), "number": 3, "trial": "3", "design_hash": "c"}]
     assert [r["number"] for r in confirmed_front(recs)] == [3, 2, 1]
 
 
@@ -677,14 +683,14 @@ def test_the_pruner_records_the_curve_and_memory_it_judged():
 
 def test_dominated_reason_text_and_rival_lists():
     stop, reason = _judge([RIVAL], [0.1, 0.4], 1000)
-    assert reason == ("epoch 2: validation 0.4000 dominated by trials [0] (better by >= 0.05 at the same epoch, "
+    assert reason == ("epoch 2: validation 0.4000 dominated by trials 0 (better by >= 0.05 at the same epoch, "
                       "no more memory)")
     stop, reason = _judge([RIVAL], [0.1, 0.4], 980, memory_tolerance=0.05)
     assert stop and reason.endswith("(better by >= 0.05 at the same epoch, at most 1.05x its memory)")
     exact = {"values": [0.9, 1000.0], "history": [0.5, 0.8]}  # stopped at epoch 2 itself: its curve reaches it
     assert _judge([exact], [0.1, 0.4], 1000)[0]
     stop, reason = _judge([RIVAL] * 7, [0.1, 0.4], 1000)
-    assert stop and "dominated by trials [0, 1, 2, 3, 4] (" in reason  # the first five named
+    assert stop and "dominated by trials 0, 1, 2, 3, 4 (" in reason  # the first five named
 
 
 def test_confirmed_keeps_one_record_per_design_and_e2e_prefers_a_completed_reference():

@@ -1,8 +1,9 @@
-"""NSGA-II and GP evolve with the parameterless end-to-end trial (and enqueued designs) in the study.
+"""Optuna's own NSGA-II and GP evolve over a run's search study: the references live beside it.
 
 Seeded ask/tell studies with fake objective values, nothing trained: the quickstart space
-with ``splits: memory`` (fixed-dimensional: K, skew, the aux choices), the E2E trial enqueued
-first with no parameters as ``open_study`` does, then a published design enqueued the same way.
+with ``splits: memory`` (fixed-dimensional: K, skew, the aux choices). As ``open_search`` does, the
+parameterless E2E trial and a published design are trials of the sibling reference study, so the
+search study holds sampled designs only and no wrapper edits Optuna's view of it.
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import optuna
 import pytest
 import yaml
 
-from auxsearch.graph import design_hash, normalize
-from auxsearch.samplers import EvolvingNSGAIISampler, SearchedGPSampler, is_searched
-from auxsearch.space import balanced_splits, parse_space, suggest_design
+from auxsearch.design.graph import design_hash, normalize
+from auxsearch.design.space import balanced_splits, parse_space, suggest_design
+from auxsearch.store.storage import open_run
 
 ROOT = Path(__file__).resolve().parents[1]
 BASE = {"backbone": {"name": "resnet20", "args": {}}, "input_shape": [1, 16, 16], "num_classes": 10,
@@ -41,15 +42,18 @@ def fake_values(design: dict) -> tuple[float, float]:
     return 0.5 + (n % 1000) / 2000.0, largest + 100.0 * (n % 7)
 
 
-def run_study(sampler: optuna.samplers.BaseSampler, n: int) -> optuna.Study:
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
-    study.enqueue_trial({}, user_attrs={"is_e2e": True, "enqueued": "e2e"})  # as open_study does
+def run_study(sampler: optuna.samplers.BaseSampler, n: int, tmp_path: Path) -> optuna.Study:
+    studies = open_run(f"journal:{tmp_path / 'study.journal'}", "s", directions=["maximize", "minimize"],
+                       sampler=sampler)
+    ref = studies.references()
+    ref.enqueue_trial({}, user_attrs={"is_e2e": True, "enqueued": "e2e"})  # as open_search does
     published = dict(BASE, splits=balanced_splits(COSTS, 4), aux=[{"family": "momentum"}] * 3)
-    study.enqueue_trial({}, user_attrs={"design": published, "enqueued": "man_k4"})
+    ref.enqueue_trial({}, user_attrs={"design": published, "enqueued": "man_k4"})
     for values in ([0.99, sum(COSTS)], [0.97, 0.5 * sum(COSTS)]):
-        trial = study.ask()
+        trial = ref.ask()
         assert not trial.params
-        study.tell(trial, values)
+        ref.tell(trial, values)
+    study = studies.search
     space = memory_space()
     for _ in range(n):
         trial = study.ask()
@@ -69,27 +73,25 @@ def inherited_share(children, parents_of, name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def nsga2_study():
-    sampler = EvolvingNSGAIISampler(seed=0, population_size=POP)
-    return sampler, run_study(sampler, 4 * POP)
+def nsga2_study(tmp_path_factory):
+    sampler = optuna.samplers.NSGAIISampler(seed=0, population_size=POP)
+    return sampler, run_study(sampler, 4 * POP, tmp_path_factory.mktemp("nsga2"))
 
 
-def test_the_generation_key_is_the_class_name():
-    # optuna.samplers._ga.BaseGASampler.__init_subclass__ keys generations by class name.
-    assert EvolvingNSGAIISampler._get_generation_key() == "EvolvingNSGAIISampler:generation"
+GENERATION = "NSGAIISampler:generation"  # where Optuna's NSGA-II stores a trial's generation
 
 
 def test_nsga2_children_inherit_their_parents_values(nsga2_study):
     sampler, study = nsga2_study
-    key = sampler._get_generation_key()
-    searched = [t for t in study.trials if is_searched(t)]
-    assert len(searched) == 4 * POP and all(key in t.system_attrs for t in searched)
+    key = GENERATION
+    searched = study.trials
+    assert len(searched) == 4 * POP and all(t.params and key in t.system_attrs for t in searched)
     generations = sorted({t.system_attrs[key] for t in searched})
-    assert generations == [0, 1, 2, 3]  # the two enqueued trials count in no population
+    assert generations == [0, 1, 2, 3]  # the references count in no population
     children = [t for t in searched if t.system_attrs[key] >= 1]
     for g in (1, 2, 3):
         parents = sampler.get_parent_population(study, g)
-        assert len(parents) == POP and all(is_searched(p) for p in parents)
+        assert len(parents) == POP and all(p.params for p in parents)
     parents_of = {g: sampler.get_parent_population(study, g) for g in (1, 2, 3)}
 
     def of(child):
@@ -102,9 +104,9 @@ def test_nsga2_children_inherit_their_parents_values(nsga2_study):
     assert all(share >= 0.5 for share in shares.values()), shares
 
 
-def test_random_search_fails_the_same_check():
-    study = run_study(optuna.samplers.RandomSampler(seed=0), 4 * POP)
-    searched = [t for t in study.trials if is_searched(t)]
+def test_random_search_fails_the_same_check(tmp_path):
+    study = run_study(optuna.samplers.RandomSampler(seed=0), 4 * POP, tmp_path)
+    searched = study.trials
     children = searched[POP:]
 
     def earlier(child):  # every earlier trial: more than any NSGA-II parent set, so a looser check
@@ -113,19 +115,23 @@ def test_random_search_fails_the_same_check():
     assert inherited_share(children, earlier, "skew") < 0.1
 
 
-def test_the_relative_search_space_is_not_empty_with_the_e2e_trial(nsga2_study):
+def test_the_relative_search_space_is_every_shared_parameter(nsga2_study):
+    """The search study holds no parameterless trial, so the intersection space Optuna's NSGA-II and GP model
+    is the parameters every searched design shares (an E2E trial in the same study would empty it)."""
     sampler, study = nsga2_study
-    assert study.trials[0].user_attrs["is_e2e"] and not study.trials[0].params
-    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
-    last = study.trials[-1]
-    assert set(sampler.infer_relative_search_space(study, last)) == SHARED
-    # Optuna's own NSGA-II on the same study: the E2E trial empties the intersection (random search).
-    assert optuna.samplers.NSGAIISampler(population_size=POP).infer_relative_search_space(study, last) == {}
+    assert all(t.params for t in study.trials)
+    assert set(sampler.infer_relative_search_space(study, study.trials[-1])) == SHARED
+    polluted = optuna.create_study(directions=["maximize", "minimize"])
+    for t in study.trials:
+        polluted.add_trial(t)
+    polluted.add_trial(optuna.trial.create_trial(values=[0.99, 1.0]))  # what a parameterless E2E trial does
+    assert optuna.samplers.NSGAIISampler(population_size=POP).infer_relative_search_space(
+        polluted, polluted.trials[-1]) == {}
 
 
-def test_gp_models_the_searched_trials_with_the_e2e_trial_present():
-    sampler = SearchedGPSampler(seed=0, n_startup_trials=4)
-    study = run_study(sampler, 7)
+def test_gp_models_the_searched_trials(tmp_path):
+    sampler = optuna.samplers.GPSampler(seed=0, n_startup_trials=4)
+    study = run_study(sampler, 7, tmp_path)
     assert SHARED <= set(sampler.infer_relative_search_space(study, study.trials[-1]))
     modelled = [t for t in study.trials if any(k.startswith("gp:relative_params") for k in t.system_attrs)]
     assert len(modelled) >= 2  # trials after the startup ones came from the GP, not from random draws

@@ -6,9 +6,8 @@ from itertools import pairwise
 import optuna
 import pytest
 
-from auxsearch.errors import ConfigError
-from auxsearch.graph import normalize
-from auxsearch.space import (
+from auxsearch.design.graph import normalize
+from auxsearch.design.space import (
     balanced_splits,
     check_space,
     check_space_task,
@@ -18,6 +17,7 @@ from auxsearch.space import (
     parse_space,
     suggest_design,
 )
+from auxsearch.errors import ConfigError
 
 BASE = {"backbone": {"name": "resnet20", "args": {}}, "input_shape": [1, 16, 16], "num_classes": 10,
         "num_units": 10}

@@ -12,14 +12,17 @@ import optuna
 import pytest
 import yaml
 
-from auxsearch import study as study_mod
 from auxsearch.cli import main
 from auxsearch.config import MemoryConfig, PruningConfig
-from auxsearch.graph import load_design
-from auxsearch.objective import Objective
+from auxsearch.design.graph import load_design
 from auxsearch.pareto import pareto_front
-from auxsearch.records import records
-from auxsearch.training import TrainResult
+from auxsearch.search import prepare as study_mod
+from auxsearch.search.loop import optimize
+from auxsearch.search.objective import Objective
+from auxsearch.search.studies import open_search
+from auxsearch.store.records import records
+from auxsearch.store.storage import RunStudies
+from auxsearch.train.result import TrainResult
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "search_spaces" / "quickstart.yaml"
@@ -62,8 +65,8 @@ def test_run_writes_every_output_with_content(quick_run):
     assert front and all(len(a["confirmed"]["seeds"]) == 2 for a in front)
     for a in front:
         assert (run / "designs" / f"trial-{a['trial']}.yaml").is_file()
-    confirmed = {int(r["number"]): r for r in rows if r["confirm_seeds"]}
-    assert 0 in confirmed  # the E2E reference is confirmed beside the front
+    confirmed = {r["trial"]: r for r in rows if r["confirm_seeds"]}
+    assert "e2e" in confirmed  # the E2E reference is confirmed beside the front
     for a in front:  # no design clearly dominates a front design: mean +- std intervals of validation
         for b in confirmed.values():
             beats = (float(b["val_mean"]) - float(b["val_std"]) > a["confirmed"]["val_mean"] + a["confirmed"]["val_std"])
@@ -116,15 +119,16 @@ def test_budget_rejects_designs_before_training_and_duplicates_are_reused(tmp_pa
     path = write_study(tmp_path, memory={"mode": "measured", "budget": "1KiB"}, n_trials=3,
                        enqueue=["man_k4", "man_k4"], objectives=["score", "memory", "seconds", "params"])
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 4, None, progress=False)
+    st = open_search(run)
+    optimize(run, st, 4, None, progress=False)
     recs = records(st)
     assert [r["state"] for r in recs] == ["COMPLETE", "INFEASIBLE", "INFEASIBLE", "INFEASIBLE"]
     assert recs[0]["is_e2e"] and recs[0]["over_budget"] and recs[0]["score"] > 0.1  # trained, marked
     assert all(r["seconds"] is None and r["peak_memory_bytes"] > 1024 for r in recs[1:])
-    assert recs[2]["reused_from"] == 1 and recs[2]["design_hash"] == recs[1]["design_hash"]
-    assert [r["number"] for r in pareto_front(recs)] == [0]
-    frozen = st.get_trials()[1]
+    assert recs[2]["reused_from"] == "man_k4" and recs[2]["design_hash"] == recs[1]["design_hash"]
+    assert [r["trial"] for r in recs[:3]] == ["e2e", "man_k4", "man_k4#2"]
+    assert [r["trial"] for r in pareto_front(recs)] == ["e2e"]
+    frozen = st.all_trials()[1]
     assert frozen.values[0] == -math.inf and frozen.constraints["memory_budget"] > 0  # worst, constrained out
 
 
@@ -134,7 +138,7 @@ def _pruner(mode: str = "measured", **pruning):
     cfg = type("C", (), {"pruning": PruningConfig(**{"warmup_epochs": 1, "margin": 0.05, **pruning}),
                          "memory": MemoryConfig(mode=mode)})()
     trial = study.ask()
-    return trial, Objective(type("R", (), {"cfg": cfg})())._pruner(trial)
+    return trial, Objective(type("P", (), {"cfg": cfg})(), RunStudies("", None, study, None, None))._pruner(trial)
 
 
 def test_dominated_curves_are_stopped():
@@ -144,7 +148,7 @@ def test_dominated_curves_are_stopped():
     assert not on_epoch(res)  # warm-up epoch
     res.history = [0.1, 0.4]
     assert on_epoch(res)  # 0.4 + 0.05 <= 0.8 at epoch 2 with no more memory
-    assert "dominated by trials [0]" in trial.user_attrs["reason"] and "no more memory" in trial.user_attrs["reason"]
+    assert "dominated by trials 0 (" in trial.user_attrs["reason"] and "no more memory" in trial.user_attrs["reason"]
     res.peak_memory_bytes = 999  # one byte less than the rival: not dominated (default tolerance 0)
     assert not on_epoch(res)
     res.peak_memory_bytes, res.history = 1000, [0.1, 0.76]  # better than 0.8 - margin at the same epoch
@@ -176,17 +180,17 @@ def test_a_real_trial_is_pruned_only_by_a_rival_with_no_more_memory(tmp_path, ri
                        pruning={"enabled": True, "warmup_epochs": 1, "margin": 0.0},  # the rival's 1.0 beats any score
                        isolation=isolation)
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 1, None, progress=False)  # the E2E reference
-    st.add_trial(optuna.trial.create_trial(values=[1.0, float(rival_bytes)], user_attrs={"history": [1.0, 1.0, 1.0]},
+    st = open_search(run)
+    optimize(run, st, 1, None, progress=False)  # the E2E reference
+    st.search.add_trial(optuna.trial.create_trial(values=[1.0, float(rival_bytes)], user_attrs={"history": [1.0, 1.0, 1.0]},
                                            params={}, distributions={}))
-    study_mod.optimize(run, st, 3, None, progress=False)
+    optimize(run, st, 3, None, progress=False)
     trial = records(st)[2]
     assert trial["state"] == ("PRUNED" if pruned else "COMPLETE"), trial["reason"]
     if pruned:
-        rivals = re.search(r"dominated by trials \[([\d, ]+)\]", trial["reason"])
-        assert len(trial["history"]) == 2 and rivals and "1" in rivals.group(1).split(", "), trial["reason"]
-        assert st.get_trials()[2].user_attrs["isolated"] is (isolation == "subprocess")
+        rivals = re.search(r"dominated by trials ([\w#, ]+) \(", trial["reason"])  # the added rival is search trial 0
+        assert len(trial["history"]) == 2 and rivals and "0" in rivals.group(1).split(", "), trial["reason"]
+        assert st.all_trials()[2].user_attrs["isolated"] is (isolation == "subprocess")
 
 
 @pytest.mark.parametrize("change, words", [
@@ -238,8 +242,8 @@ def test_every_sampler_runs(tmp_path, sampler):
     path = write_study(tmp_path, sampler={"name": sampler, "seed": 1, "n_startup_trials": 1, "population_size": 2},
                        search_space=space, n_trials=3, enqueue=[], pruning={"enabled": False})
     run = study_mod.prepare(path)
-    st = study_mod.open_study(run)
-    study_mod.optimize(run, st, 3, None, progress=False)
+    st = open_search(run)
+    optimize(run, st, 3, None, progress=False)
     recs = records(st)
     assert len([r for r in recs if r["state"] == "COMPLETE"]) == 3 and recs[0]["is_e2e"]
 
@@ -250,22 +254,22 @@ def test_sequential_search_is_reproducible(tmp_path):
     for name in ("a", "b"):
         path = write_study(tmp_path / name, n_trials=4, enqueue=[], output=str(tmp_path / name / "run"))
         run = study_mod.prepare(path)
-        st = study_mod.open_study(run)
-        study_mod.optimize(run, st, 4, None, progress=False)
+        st = open_search(run)
+        optimize(run, st, 4, None, progress=False)
         params.append([(r["params"], r["score"]) for r in records(st)])
     assert params[0] == params[1]
 
 
 def test_export_of_a_dominated_trial_needs_a_flag(quick_run, tmp_path):
     from auxsearch.errors import ConfigError
-    from auxsearch.export import choose
+    from auxsearch.outputs.export import choose
 
     def rec(number, score, peak):
-        return {"number": number, "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
+        return {"number": number, "trial": str(number), "state": "COMPLETE", "score": score, "peak_memory_bytes": peak,
                 "design": {"splits": []}, "is_e2e": number == 0, "design_hash": f"h{number}"}
 
     records = [rec(0, 0.95, 100), rec(1, 0.90, 50), rec(2, 0.85, 80)]  # trial 2 is dominated by trial 1
-    with pytest.raises(ConfigError, match="not on the front"):
+    with pytest.raises(ConfigError, match="trial 2 is dominated by trial 1; the search front holds trials 1, 0"):
         choose(records, trial=2)
     assert choose(records, trial=2, allow_dominated=True)["number"] == 2
     assert choose(records, trial=1)["number"] == 1

@@ -31,10 +31,13 @@ import pytest
 import yaml
 from test_study import write_study
 
-from auxsearch import distributed, rundir
 from auxsearch.cli import main
-from auxsearch.errors import ConfigError
-from auxsearch.storage import open_storage
+from auxsearch.errors import ConfigError, StorageError
+from auxsearch.outputs import files
+from auxsearch.search import workers
+from auxsearch.store import journal as journals
+from auxsearch.store.failures import storage_failure
+from auxsearch.store.storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,34 +52,38 @@ def _cli(*args: str, timeout: float = 300, **env: str) -> subprocess.CompletedPr
 
 
 def _trials(journal: Path, name: str = "quickstart") -> list[optuna.trial.FrozenTrial]:
-    return optuna.load_study(study_name=name, storage=open_storage(f"journal:{journal}")).get_trials()
+    """The references' trials, then the search's (what ``n_trials`` counts)."""
+    storage = open_storage(f"journal:{journal}")
+    return [t for n in (f"{name}:reference", name) for t in optuna.load_study(study_name=n, storage=storage).get_trials()]
 
 
-def _finished(trials) -> dict[int, tuple]:
-    return {t.number: tuple(t.values) for t in trials if t.state.name in ("COMPLETE", "PRUNED")}
+def _finished(trials) -> dict[tuple, tuple]:
+    """Finished trials by (reference or search, number)."""
+    return {("enqueued" in t.user_attrs, t.number): tuple(t.values) for t in trials
+            if t.state.name in ("COMPLETE", "PRUNED")}
 
 
 # --- the policy in small pieces -----------------------------------------------------------------------
 
 
 def test_restart_delay_doubles_up_to_the_cap():
-    assert [distributed.restart_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
+    assert [workers.restart_delay(n) for n in range(1, 9)] == [1, 2, 4, 8, 16, 32, 60, 60]
 
 
 def test_storage_failures_are_told_apart_from_other_errors():
-    assert "No space left" in distributed.storage_failure(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/x/j"))
-    assert "Read-only" in distributed.storage_failure(OSError(errno.EROFS, os.strerror(errno.EROFS)))
-    assert distributed.storage_failure(ConfigError("storage", "cannot open 'postgresql://...'")) is not None
+    assert "No space left" in storage_failure(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/x/j"))
+    assert "Read-only" in storage_failure(OSError(errno.EROFS, os.strerror(errno.EROFS)))
+    assert storage_failure(StorageError("cannot open 'postgresql://...'")) is not None
     from sqlalchemy.exc import OperationalError
 
     db = OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
-    assert "server closed the connection" in distributed.storage_failure(db)
+    assert "server closed the connection" in storage_failure(db)
     wrapped = optuna.exceptions.StorageInternalError("An exception is raised during the commit.")
     wrapped.__cause__ = db
-    assert "server closed the connection" in distributed.storage_failure(wrapped)
-    assert distributed.storage_failure(ValueError("a bug")) is None
-    assert distributed.storage_failure(OSError(errno.ENOENT, "no such file")) is None
-    assert distributed.storage_failure(ConfigError("enqueue.0", "bad")) is None
+    assert "server closed the connection" in storage_failure(wrapped)
+    assert storage_failure(ValueError("a bug")) is None
+    assert storage_failure(OSError(errno.ENOENT, "no such file")) is None
+    assert storage_failure(ConfigError("enqueue.0", "bad")) is None
 
 
 def test_a_journal_lock_left_by_a_killed_worker_is_released_and_a_live_one_is_not(tmp_path):
@@ -84,7 +91,7 @@ def test_a_journal_lock_left_by_a_killed_worker_is_released_and_a_live_one_is_no
     journal.write_text("")
     lock = Path(f"{journal}.lock")
     os.symlink(journal, lock)  # as Optuna's JournalFileSymlinkLock holds it
-    watch = distributed._LockWatch(journal, stale=0.3)
+    watch = journals.LockWatch(journal, stale=0.3)
     watch.after_death()
     assert not watch.check() and lock.is_symlink()  # too soon to tell
     time.sleep(0.4)
@@ -122,7 +129,6 @@ def _fail_journal_writes(monkeypatch, journal: Path) -> dict:
 
 def test_a_journal_append_cut_by_a_full_disk_leaves_no_fragment(tmp_path, monkeypatch):
     journal = tmp_path / "study.journal"
-    distributed.guard_journals()
     storage = open_storage(f"journal:{journal}")
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
     study.add_trial(optuna.create_trial(values=[0.9, 1.0]))
@@ -141,7 +147,6 @@ def test_a_journal_append_cut_by_a_full_disk_leaves_no_fragment(tmp_path, monkey
 
 def test_a_fragment_left_by_an_older_writer_is_cut_before_the_next_append(tmp_path):
     journal = tmp_path / "study.journal"
-    distributed.guard_journals()
     storage = open_storage(f"journal:{journal}")
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"])
     study.add_trial(optuna.create_trial(values=[0.9, 1.0]))
@@ -191,7 +196,7 @@ def test_workers_that_keep_dying_are_given_up_in_one_line_and_the_same_command_r
     thread.start()
     out, err = proc.communicate(timeout=240)
     thread.join(5)
-    assert proc.returncode == distributed.EXIT_INCOMPLETE == 3, err[-3000:]
+    assert proc.returncode == workers.EXIT_INCOMPLETE == 3, err[-3000:]
     assert len(killed) == 4  # 2 workers, each started once and restarted once
     assert err.count("killed by SIGKILL; restart 1 of 1 in 1 s") == 2, err[-3000:]
     assert err.count("gave up after 2 deaths in a row without a finished trial (--max-restarts 1)") == 2
@@ -250,7 +255,7 @@ def test_a_full_disk_mid_study_is_a_clear_error_and_the_same_command_finishes_it
     (hook / "sitecustomize.py").write_text(_SITECUSTOMIZE)
     full = _cli("run", str(path), "--no-progress", PYTHONPATH=f"{hook}{os.pathsep}{ROOT}",
                 AUXSEARCH_TEST_ENOSPC_AFTER="2")
-    assert full.returncode == distributed.EXIT_INCOMPLETE, full.stderr[-3000:]
+    assert full.returncode == workers.EXIT_INCOMPLETE, full.stderr[-3000:]
     last = full.stderr.strip().splitlines()[-1]
     assert last == ("auxsearch: study incomplete: 2 of 4 finished (cannot write the study's storage: "
                     "No space left on device); the same command resumes it"), full.stderr[-3000:]
@@ -317,7 +322,7 @@ def test_postgresql_restarted_mid_study_the_study_still_finishes(tmp_path):
 _WRITER = '''
 import sys
 from pathlib import Path
-from auxsearch.rundir import load_run, write_outputs
+from auxsearch.outputs.runfolder import load_run, write_outputs
 folder = Path(sys.argv[1])
 meta, records = load_run(folder)
 print("ready", flush=True)
@@ -331,7 +336,7 @@ def _whole(folder: Path, expect: dict) -> None:
     pareto = yaml.safe_load((folder / "pareto.yaml").read_text())
     assert [e["trial"] for e in pareto["front"]] == expect["front"]
     rows = list(csv.DictReader(io.StringIO((folder / "trials.csv").read_text())))
-    assert [r["number"] for r in rows] == expect["rows"]
+    assert [r["trial"] for r in rows] == expect["rows"]
     html = (folder / "report.html").read_text()
     assert html.startswith("<!DOCTYPE html>") and html.endswith("</html>\n")
     for n in expect["front"]:
@@ -344,7 +349,7 @@ def test_the_run_folder_is_always_whole_even_when_its_writer_is_killed(tmp_path,
     assert first.returncode == 0, first.stderr[-3000:]
     folder = tmp_path / "run"
     expect = {"front": [e["trial"] for e in yaml.safe_load((folder / "pareto.yaml").read_text())["front"]],
-              "rows": ["0", "1", "2"]}
+              "rows": ["e2e", "0", "1"]}
     outputs = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
     rng = random.Random(0)
     reads, kills = 0, 0
@@ -362,9 +367,9 @@ def test_the_run_folder_is_always_whole_even_when_its_writer_is_killed(tmp_path,
         _whole(folder, expect)  # whatever it was doing when it died
     assert reads >= 20 and kills == 3
     left = {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()} - outputs
-    assert all(rundir.is_temporary(p) for p in left), left  # only hidden .NAME.PID.XXXX.tmp files, if any
+    assert all(files.is_temporary(p) for p in left), left  # only hidden .NAME.PID.XXXX.tmp files, if any
     for p in left:  # an hour later, the next write sweeps them away
-        os.utime(folder / p, (time.time() - 2 * rundir.STALE_TEMP_SECONDS,) * 2)
+        os.utime(folder / p, (time.time() - 2 * files.STALE_TEMP_SECONDS,) * 2)
     assert main(["plot", str(folder)]) == 0
     assert {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()} == outputs
     assert main(["show", str(folder), "--json"]) == 0
@@ -373,13 +378,13 @@ def test_the_run_folder_is_always_whole_even_when_its_writer_is_killed(tmp_path,
 
 def test_atomic_write_keeps_the_old_file_when_the_writer_fails(tmp_path):
     target = tmp_path / "pareto.yaml"
-    rundir.atomic_write_text(target, "old: 1\n")
+    files.atomic_write_text(target, "old: 1\n")
 
     def half(tmp: Path) -> None:
         tmp.write_text("new: [1, 2")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     with pytest.raises(OSError):
-        rundir.atomic_write(target, half)
+        files.atomic_write(target, half)
     assert target.read_text() == "old: 1\n"
     assert [p.name for p in tmp_path.iterdir()] == ["pareto.yaml"]  # the temporary file is gone too

@@ -12,12 +12,12 @@ import torch
 import yaml
 from torch.utils.data import DataLoader
 
-from auxsearch import memory
-from auxsearch.engine import build, local_step
+from auxsearch.design.graph import normalize, save_design
 from auxsearch.errors import ConfigError
-from auxsearch.graph import normalize, save_design
+from auxsearch.model.engine import build, local_step
 from auxsearch.tasks import get_task
-from auxsearch.training import fit
+from auxsearch.train import memory
+from auxsearch.train.loop import fit
 
 SCENES = {"name": "scenes", "image_size": 32, "num_train": 32, "num_test": 16, "seed": 0}
 PHOTOS = {"name": "photos", "scale": 2, "patch": 12, "patches_per_epoch": 32, "test_crops": 1, "test_patch": 16}
@@ -243,7 +243,7 @@ def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
 
 
 def test_infopro_in_a_dense_search_space_is_refused(tmp_path):
-    from auxsearch.study import prepare
+    from auxsearch.search.prepare import prepare
 
     study = {"name": "det", "task": "detection", "data": SCENES, "backbone": {"name": "resnet8"},
              "search_space": {"families": ["dgl", "infopro"]}}
@@ -323,7 +323,7 @@ def test_a_global_end_leaves_the_real_heads_running_statistics_to_the_real_path(
 
 
 def test_task_arguments_at_their_defaults_hash_like_the_bare_task():
-    from auxsearch.graph import design_hash
+    from auxsearch.design.graph import design_hash
 
     bare = design("detection", task="detection")
     spelled = design("detection", task={"name": "detection", "args": {"levels": 2}})

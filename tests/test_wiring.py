@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from conftest import tiny_design
 
-from auxsearch import memory
 from auxsearch.aux import StepState
 from auxsearch.aux.wiring import Adapter
-from auxsearch.engine import build, end_to_end, local_step
+from auxsearch.design.graph import design_hash, normalize, to_graph
 from auxsearch.errors import ConfigError
-from auxsearch.graph import design_hash, normalize, to_graph
+from auxsearch.model.engine import build, end_to_end, local_step
 from auxsearch.tasks import get_task
+from auxsearch.train import memory
 
 
 def _model(aux, splits=(1, 3), seed=0):
@@ -373,7 +373,7 @@ def test_adapters_learn_and_only_global_sends_gradients_into_the_real_head(task)
 
 
 def test_the_design_drawing_says_how_a_global_end_reaches_the_head():
-    from auxsearch.drawing import design_figure
+    from auxsearch.outputs.drawing import design_figure
 
     d = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "end": "global"},
                                         {"family": "momentum", "end": "global_ema", "through": "ema"}])

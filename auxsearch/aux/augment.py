@@ -21,7 +21,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, clone_module, conv_bn_relu, local_end, reset_parameters
+from auxsearch.aux.base import (
+    AuxContext,
+    AuxNet,
+    clone_module,
+    conv_bn_relu,
+    local_end,
+    reset_parameters,
+)
 
 
 def adapter(have: tuple, need: tuple) -> list[nn.Module]:

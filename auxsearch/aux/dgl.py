@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, HeadAux, conv_bn_relu
+from auxsearch.aux.base import AuxContext, AuxNet, HeadAux, conv_bn_relu
 
 
 class DGLHead(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..families import family
-from .base import AuxContext, AuxNet, HeadAux, conv_bn_relu
+from auxsearch.aux.base import AuxContext, AuxNet, HeadAux, conv_bn_relu
+from auxsearch.design.families import family
 
 
 def infopro_ratio(module: int, num_modules: int) -> float:

@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..families import family
-from .base import AuxContext, AuxNet, clone_module, ema_update, frozen_copy, local_end
+from auxsearch.aux.base import AuxContext, AuxNet, clone_module, ema_update, frozen_copy, local_end
+from auxsearch.design.families import family
 
 
 class MomentumAux(AuxNet):

@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import AuxContext, AuxNet, StepState, clone_module, ema_update, frozen_copy
+from auxsearch.aux.base import AuxContext, AuxNet, StepState, clone_module, ema_update, frozen_copy
 
 
 def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:

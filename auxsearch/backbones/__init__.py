@@ -6,32 +6,19 @@ unit ``i`` consumes the output of unit ``i - 1``. Split points of a design
 are indices into that list. The task head (pooling + classifier) is *not*
 part of the backbone: the task adds it after the last unit.
 
-Registry entries are filled by explicit imports at the bottom of this file,
+The registry (`registry.BACKBONES`) is filled by the explicit imports below,
 keyed by the name used in YAML files.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from torch import nn
 
-from ..errors import ConfigError, known
-
-BackboneFactory = Callable[..., list[nn.Module]]
-BACKBONES: dict[str, BackboneFactory] = {}
-
-
-def register(name: str):
-    """Decorator: add a backbone factory to :data:`BACKBONES` under ``name``."""
-
-    def wrap(fn: BackboneFactory) -> BackboneFactory:
-        if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} registered twice")
-        BACKBONES[name] = fn
-        return fn
-
-    return wrap
+from auxsearch.backbones import cifar_resnet as _cifar_resnet  # noqa: F401  (fills the registry)
+from auxsearch.backbones import edsr as _edsr  # noqa: F401
+from auxsearch.backbones.registry import BACKBONES, BackboneFactory, register
+from auxsearch.backbones.timm_models import timm_units
+from auxsearch.errors import ConfigError, known
 
 
 def create_units(name: str, in_chans: int, args: dict | None = None) -> list[nn.Module]:
@@ -73,6 +60,4 @@ def _python_hook(target: str) -> BackboneFactory:
     return fn
 
 
-from . import cifar_resnet as _cifar_resnet  # noqa: E402,F401  (fills the registry)
-from . import edsr as _edsr  # noqa: E402,F401
-from .timm_models import timm_units  # noqa: E402
+__all__ = ["BACKBONES", "BackboneFactory", "create_units", "register"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from . import register
+from auxsearch.backbones.registry import register
 
 
 class Stem(nn.Sequential):

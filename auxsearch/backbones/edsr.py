@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from . import register
+from auxsearch.backbones.registry import register
+from auxsearch.errors import ConfigError
 
 
 def _conv3x3(in_chans: int, out_chans: int) -> nn.Conv2d:

@@ -31,7 +31,7 @@ import difflib
 
 from torch import nn
 
-from ..errors import ConfigError
+from auxsearch.errors import ConfigError
 
 SUPPORTED = "timm ResNet (e.g. resnet18, resnet50) and ConvNeXt (e.g. convnext_atto)"
 

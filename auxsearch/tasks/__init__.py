@@ -1,8 +1,10 @@
-"""Tasks: the data, the real head, the light local head and the metric of what a design learns.
+"""Tasks: the data, the real head, the light local head and the metric computation of what a design learns.
 
-``TASKS`` maps the name a design or study file gives (``task: detection``) to the task.
-Each task module imports torch models and its data module; the names themselves are
-plain data in :data:`auxsearch.families.TASK_NAMES` so a design validates without them.
+:func:`get_task` maps the name a design or study file gives (``task: detection``) to the task's
+implementation, imported on first use (detection and segmentation pull in torchvision's
+detection models, which a classification run never needs). What is known of a task without
+building it (metric, dense, simulatable, head arguments) is its spec in
+:data:`auxsearch.design.tasks.TASKS`, the one registry of tasks.
 
 The data module of task module ``<name>`` is ``<name>_data``; it declares ``DATASETS`` (data set
 name -> :class:`DataSource`, whose ``path_keys`` say which ``data`` keys name files) and
@@ -17,23 +19,32 @@ from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
-from ..errors import ConfigError, known
-from . import data as _data
-from .base import FinalHead, OutputShift, Task, level_taps
-from .classification import Classification, ClassifierHead
-from .classification_data import DATASETS, load_image_data
-from .data import DataSource, ImageData
-from .detection import Detection
-from .segmentation import Segmentation
-from .superres import SuperResolution
+from auxsearch.design.tasks import TASKS as _SPECS
+from auxsearch.errors import ConfigError, known
+from auxsearch.tasks import data as _data
+from auxsearch.tasks.base import FinalHead, OutputShift, Task, level_taps
+from auxsearch.tasks.data import DataSource, ImageData
 
-TASKS: dict[str, Task] = {t.name: t for t in (Classification(), Detection(), SuperResolution(), Segmentation())}
+# task name -> "module:class" of its implementation (every name of the task registry has one; a test checks)
+_IMPLEMENTATIONS = {"classification": "auxsearch.tasks.classification:Classification",
+                    "detection": "auxsearch.tasks.detection:Detection",
+                    "superres": "auxsearch.tasks.superres:SuperResolution",
+                    "segmentation": "auxsearch.tasks.segmentation:Segmentation"}
+_LOADED: dict[str, Task] = {}
 
 
 def get_task(name: str) -> Task:
-    if name not in TASKS:
-        raise ConfigError("task", f"unknown task {name!r}; known: {known(TASKS)}")
-    return TASKS[name]
+    """The implementation of task ``name`` (one instance per process)."""
+    if name not in _LOADED:
+        if name not in _SPECS or name not in _IMPLEMENTATIONS:
+            raise ConfigError("task", f"unknown task {name!r}; known: {known(_SPECS)}")
+        module, _, cls = _IMPLEMENTATIONS[name].partition(":")
+        _LOADED[name] = getattr(importlib.import_module(module), cls)()
+    return _LOADED[name]
+
+
+def task_names() -> tuple[str, ...]:
+    return tuple(_SPECS)
 
 
 def data_module(task_name: str) -> ModuleType:
@@ -56,6 +67,5 @@ def resolve_data_paths(task_name: str, cfg: Mapping | None, base_dir: Path | Non
     return _data.resolve_paths(module.DATASETS, cfg, module.DEFAULT, base_dir)
 
 
-__all__ = ["DATASETS", "TASKS", "ClassifierHead", "DataSource", "FinalHead", "ImageData",
-           "OutputShift", "Task", "data_module", "data_path_keys", "get_task", "level_taps",
-           "load_image_data", "resolve_data_paths"]
+__all__ = ["DataSource", "FinalHead", "ImageData", "OutputShift", "Task", "data_module", "data_path_keys",
+           "get_task", "level_taps", "resolve_data_paths", "task_names"]

@@ -23,9 +23,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..families import task_spec
-from ..graph import canonical_task
+from auxsearch.design.tasks import TaskSpec, canonical_task, task_spec
+from auxsearch.errors import ConfigError
 
 
 class FinalHead(nn.Module, abc.ABC):
@@ -64,31 +63,38 @@ class OutputShift(nn.Module):
 class Task(abc.ABC):
     """One kind of problem a design can be trained for."""
 
-    name: str = ""
-    metric: str = ""  # the score the search maximises
-    simulatable: bool = True  # can a step run on fake tensors (no data-dependent shapes)?
+    name: str = ""  # the key of its spec in auxsearch.design.tasks.TASKS
+
+    @property
+    def spec(self) -> TaskSpec:
+        """The task's entry in the task registry: metric, dense, simulatable, head arguments."""
+        return task_spec(self.name)
+
+    @property
+    def metric(self) -> str:
+        """The score the search maximises."""
+        return self.spec.metric
+
+    @property
+    def simulatable(self) -> bool:
+        """Can a step run on fake tensors (no data-dependent shapes)?"""
+        return self.spec.simulatable
 
     @property
     def dense(self) -> bool:
-        """Aux nets end with the task's light head, not a family's classifier (the task table's flag)."""
-        return task_spec(self.name).dense
+        """Aux nets end with the task's light head, not a family's classifier."""
+        return self.spec.dense
 
     @property
     def arg_defaults(self) -> Mapping[str, Any]:
-        """The real head's arguments with their defaults (the task table's; filled by canonical_task)."""
-        return task_spec(self.name).args
+        """The real head's arguments with their defaults (filled by ``canonical_task``)."""
+        return self.spec.args
 
     # -------------------------------------------------------------- design and data
 
-    positive_args: tuple[str, ...] = ()  # head arguments that must be integers >= 1
-
     def check_args(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        """The design's ``task.args`` with defaults filled; unknown keys refused (as in a design file)."""
-        a = canonical_task({"name": self.name, "args": dict(args)})["args"]
-        for k in self.positive_args:
-            if not isinstance(a[k], int) or isinstance(a[k], bool) or a[k] < 1:
-                raise ConfigError(f"task.args.{k}", f"must be an integer >= 1, got {a[k]!r}")
-        return a
+        """The design's ``task.args`` with defaults filled; unknown keys and broken rules refused."""
+        return canonical_task({"name": self.name, "args": dict(args)})["args"]
 
     @abc.abstractmethod
     def load_data(self, cfg: Mapping | None, key: str = "data"):
@@ -129,6 +135,14 @@ class Task(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
         """Scores on ``loader``: ``{self.metric: ..., other metrics...}``."""
+
+
+class LevelTask(Task):
+    """A task whose real head reads several scales: the last unit of each of its ``levels`` deepest
+    resolutions (an FPN's inputs; ``task.args.levels``)."""
+
+    def taps(self, design: Mapping, unit_out_shapes: Sequence[tuple]) -> list[int]:
+        return level_taps(unit_out_shapes, self.check_args(design["task"]["args"])["levels"])
 
 
 def level_taps(unit_out_shapes: Sequence[tuple], levels: int, key: str = "task.args.levels") -> list[int]:

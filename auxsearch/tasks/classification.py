@@ -8,8 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import FinalHead, Task
-from .classification_data import load_image_data
+from auxsearch.tasks.base import FinalHead, Task
+from auxsearch.tasks.classification_data import load_image_data
 
 
 class ClassifierHead(FinalHead):
@@ -28,7 +28,6 @@ class ClassifierHead(FinalHead):
 
 class Classification(Task):
     name = "classification"
-    metric = "accuracy"
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
         return load_image_data(cfg, key)

@@ -44,11 +44,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision import datasets, transforms
 
 from auxsearch.errors import ConfigError
 from auxsearch.tasks.data import (
@@ -125,12 +125,14 @@ class _PresenceChecked:
         return all(os.path.isfile(os.path.join(folder, n)) for n in names)
 
 
-class _CIFAR10(_PresenceChecked, datasets.CIFAR10):
-    meta = {**datasets.CIFAR10.meta, "md5": None}  # None: torchvision checks presence only
+def _presence_checked(name: str) -> type:
+    """torchvision's CIFAR class of ``name`` with :class:`_PresenceChecked`'s file test (built on first
+    use: torchvision is imported only by the commands that read CIFAR)."""
+    from torchvision import datasets
 
-
-class _CIFAR100(_PresenceChecked, datasets.CIFAR100):
-    meta = {**datasets.CIFAR100.meta, "md5": None}
+    base = {"cifar10": datasets.CIFAR10, "cifar100": datasets.CIFAR100}[name]
+    # md5 None: torchvision checks presence only
+    return type(f"_{base.__name__}", (_PresenceChecked, base), {"meta": {**base.meta, "md5": None}})
 
 
 # Published per-channel statistics of the CIFAR training sets (pixel values scaled to [0, 1]),
@@ -156,8 +158,9 @@ def cifar_images(data: np.ndarray, size: int) -> torch.Tensor:
     return out
 
 
-def _load_cifar(name: str, cls: type, num_classes: int) -> Loader:
+def _load_cifar(name: str, num_classes: int) -> Loader:
     def load(cfg: Mapping, key: str) -> ImageData:
+        cls = _presence_checked(name)
         check_keys(cfg, {"name", "root", "download", "image_size", "augment", "val_fraction",
                          *LIMITS}, key)
         root = root_path(cfg, key)
@@ -193,9 +196,11 @@ def _load_cifar(name: str, cls: type, num_classes: int) -> Loader:
 
 
 def imagefolder_transforms(size: int, chans: int, augment: bool
-                           ) -> tuple[transforms.Compose, transforms.Compose]:
+                           ) -> tuple[Any, Any]:
     """``(train, eval)`` transforms: random resized crop + horizontal flip for training when
     ``augment`` (the ImageNet recipe), resize + centre crop for evaluation."""
+    from torchvision import transforms
+
     grey = [transforms.Grayscale(num_output_channels=1)] if chans == 1 else []
     evaluate = transforms.Compose([transforms.Resize(size), transforms.CenterCrop(size), *grey,
                                    transforms.ToTensor()])
@@ -207,6 +212,8 @@ def imagefolder_transforms(size: int, chans: int, augment: bool
 
 
 def _folder(path: Path, transform, key: str, classes: list[str] | None = None):
+    from torchvision import datasets
+
     try:
         found = datasets.ImageFolder(str(path), transform=transform)
     except (FileNotFoundError, RuntimeError) as err:
@@ -253,8 +260,8 @@ def _load_imagefolder(cfg: Mapping, key: str) -> ImageData:
 
 DATASETS: dict[str, DataSource] = {
     "digits": DataSource(_load_digits),
-    "cifar10": DataSource(_load_cifar("cifar10", _CIFAR10, 10), path_keys=("root",)),
-    "cifar100": DataSource(_load_cifar("cifar100", _CIFAR100, 100), path_keys=("root",)),
+    "cifar10": DataSource(_load_cifar("cifar10", 10), path_keys=("root",)),
+    "cifar100": DataSource(_load_cifar("cifar100", 100), path_keys=("root",)),
     "imagefolder": DataSource(_load_imagefolder, path_keys=("root",)),
 }
 

@@ -31,7 +31,7 @@ from torchvision.models.detection.fcos import FCOSClassificationHead, FCOSHead, 
 from torchvision.models.detection.image_list import ImageList
 from torchvision.ops import FeaturePyramidNetwork
 
-from .base import FinalHead, Task, level_taps
+from auxsearch.tasks.base import FinalHead, LevelTask
 
 
 def _stride(image_shape: Sequence[int], feature_shape: Sequence[int]) -> int:
@@ -126,19 +126,13 @@ class LocalDetectionHead(nn.Module):
         return self.fcos.loss([self.proj(feat)], image, target)
 
 
-class Detection(Task):
+class Detection(LevelTask):
     name = "detection"
-    metric = "map"
-    simulatable = False  # FCOS's target assignment has data-dependent shapes
-    positive_args = ("levels", "fpn_channels", "head_convs", "detections_per_img")
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
-        from .detection_data import load_detection_data
+        from auxsearch.tasks.detection_data import load_detection_data
 
         return load_detection_data(cfg, key)
-
-    def taps(self, design: Mapping, unit_out_shapes: Sequence[tuple]) -> list[int]:
-        return level_taps(unit_out_shapes, self.check_args(design["task"]["args"])["levels"])
 
     def head(self, design: Mapping, tap_shapes: Sequence[tuple]) -> FinalHead:
         return DetectionHead(tap_shapes, design["input_shape"], design["num_classes"],

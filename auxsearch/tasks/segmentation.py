@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import FeaturePyramidNetwork
 
-from .base import FinalHead, Task, level_taps
+from auxsearch.tasks.base import FinalHead, LevelTask
 
 IGNORE = 255
 
@@ -63,18 +63,13 @@ class LocalSegmentationHead(nn.Module):
         return F.cross_entropy(logits, target, ignore_index=IGNORE)
 
 
-class Segmentation(Task):
+class Segmentation(LevelTask):
     name = "segmentation"
-    metric = "miou"
-    positive_args = ("levels", "decoder_channels")
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
-        from .segmentation_data import load_segmentation_data
+        from auxsearch.tasks.segmentation_data import load_segmentation_data
 
         return load_segmentation_data(cfg, key)
-
-    def taps(self, design: Mapping, unit_out_shapes: Sequence[tuple]) -> list[int]:
-        return level_taps(unit_out_shapes, self.check_args(design["task"]["args"])["levels"])
 
     def head(self, design: Mapping, tap_shapes: Sequence[tuple]) -> FinalHead:
         args = self.check_args(design["task"]["args"])

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from .base import FinalHead, OutputShift, Task
+from auxsearch.errors import ConfigError
+from auxsearch.tasks.base import FinalHead, OutputShift, Task
 
 SCALES = (2, 3, 4)
 
@@ -68,7 +68,6 @@ class LocalReconstructionHead(nn.Module):
 
 class SuperResolution(Task):
     name = "superres"
-    metric = "psnr"
 
     def check_args(self, args: Mapping) -> dict:
         a = super().check_args(args)
@@ -80,7 +79,7 @@ class SuperResolution(Task):
         return self.check_args(design["task"]["args"])["scale"]
 
     def load_data(self, cfg: Mapping | None, key: str = "data"):
-        from .superres_data import load_superres_data
+        from auxsearch.tasks.superres_data import load_superres_data
 
         return load_superres_data(cfg, key)
 
@@ -106,7 +105,7 @@ class SuperResolution(Task):
                 torch.rand(batch_size, c, h * s, w * s, device=device))
 
     def evaluate(self, model: nn.Module, loader, device: torch.device) -> dict[str, float]:
-        from .sr_metrics import psnr_y, ssim_y
+        from auxsearch.tasks.sr_metrics import psnr_y, ssim_y
 
         s = self._scale(model.design)
         psnr, ssim = [], []
