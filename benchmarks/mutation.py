@@ -39,8 +39,8 @@ UNITS: dict[str, list[str]] = {
                "auxsearch.pareto.x_confirmed_front__*", "auxsearch.pareto.x_knee__*", "auxsearch.pareto.x__unit__*",
                "auxsearch.pareto.x_hypervolume_2d__*", "auxsearch.pareto.xǁNormalisedǁ*", "auxsearch.pareto.x_normaliser__*",
                "auxsearch.pareto.x_e2e_record__*"],
-    "pruner": ["auxsearch.search.objective.xǁObjectiveǁ_pruner__*", "auxsearch.search.objective.xǁObjectiveǁ_dominated__*",
-               "auxsearch.search.objective.xǁObjectiveǁ_halving__*", "auxsearch.search.objective.x_feasible__*",
+    "pruner": ["auxsearch.search.objective.xǁObjectiveǁ_pruner__*", "auxsearch.search.pruning.x_dominated__*",
+               "auxsearch.search.pruning.x_halving__*", "auxsearch.store.records.x_feasible__*",
                "auxsearch.pareto.x_nondominated_ranks__*", "auxsearch.pareto.x_halving_keeps__*",
                "auxsearch.pareto.x_rungs__*"],
     "local step + EMA": ["auxsearch.model.engine.x_local_step__*", "auxsearch.model.engine.x_train_step__*",
@@ -56,15 +56,9 @@ UNITS: dict[str, list[str]] = {
 
 # Survivors judged equivalent: no test can tell them from the original. Mutant -> reason.
 # (Names are mutmut's, stable while the function's source does not change.)
-_DEEPCOPY = "get_trials(deepcopy=None/True): copies instead of views of the same trials; same values, slower"
 _STRICT = "zip(strict=...) of two lists that always have the same length"
 _ZERO_SPAN = "`or 2.0` is only used when the span is 0, and then every numerator is 0 too"
 EQUIVALENT: dict[str, str] = {
-    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_10": _DEEPCOPY,
-    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_12": _DEEPCOPY,
-    "auxsearch.search.objective.xǁObjectiveǁ_dominated__mutmut_15": _DEEPCOPY,
-    "auxsearch.search.objective.xǁObjectiveǁ_halving__mutmut_18": _DEEPCOPY,
-    "auxsearch.search.objective.xǁObjectiveǁ_halving__mutmut_20": _DEEPCOPY,
     "auxsearch.pareto.x_halving_keeps__mutmut_18": "ordering a rank by memory instead of score: in one rank a higher "
                                                    "score is exactly a larger memory (equal scores, equal memory)",
     "auxsearch.pareto.x_knee__mutmut_36": "bx + ax for bx - ax: ax is 0 (the lightest point comes first, normalised to 0)",

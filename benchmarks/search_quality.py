@@ -199,19 +199,29 @@ SIMULATED: dict[str, float] = {}  # ehvi's memory oracle, shared by every replay
 
 
 def replay(run, table: dict, sampler: str, pruning: PruningConfig | None, seed: int) -> list[tuple[int, dict | None]]:
-    """One seeded study on the table: [(cumulative epochs, completed row or None), ...] per trial."""
+    """One seeded study on the table: [(cumulative epochs, completed row or None), ...] per trial.
+
+    As a run keeps them: the E2E reference is a trial of a reference study, trained first; the sampler's
+    study holds the searched designs only (ehvi reads the reference as a point of its front).
+    """
     cfg = SamplerConfig(name=sampler, seed=seed)
     made = SAMPLERS[sampler](cfg, seed, run)
+    references = optuna.create_study(directions=["maximize", "minimize"])
     if sampler == "ehvi":
         made.memory = SIMULATED
+        made.references = lambda: references.get_trials(deepcopy=False)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=made)
-    study.enqueue_trial({}, user_attrs={"is_e2e": True})
-    epochs, spent, out, peers, completed, reused = run.cfg.train.epochs, 0, [], [], set(), 0
+    epochs = run.cfg.train.epochs
+    e2e = table["designs"][table["e2e"]]
+    references.add_trial(optuna.trial.create_trial(
+        values=[e2e["curve"][-1], float(e2e["peak"])],
+        user_attrs={"is_e2e": True, "design": normalize(engine.end_to_end(run.base)), "design_hash": table["e2e"]}))
+    spent, out, peers, completed, reused = epochs, [(epochs, e2e)], [{**e2e, "seen": e2e["curve"], "done": True}], \
+        {table["e2e"]}, 0
     while len(out) < MAX_TRIALS and spent < MAX_EPOCHS and reused < STALL:
         trial = study.ask()
-        design = normalize(engine.end_to_end(run.base) if trial.user_attrs.get("is_e2e") else
-                           suggest_design(trial, run.space, run.base, run.unit_costs))
-        h = table["e2e"] if trial.user_attrs.get("is_e2e") else design_hash(design)
+        design = normalize(suggest_design(trial, run.space, run.base, run.unit_costs))
+        h = design_hash(design)
         trial.set_user_attr("design", design)  # as the objective records them (ehvi reads both)
         trial.set_user_attr("design_hash", h)
         row = table["designs"][h]
@@ -222,7 +232,7 @@ def replay(run, table: dict, sampler: str, pruning: PruningConfig | None, seed: 
             continue
         reused = 0
         e = epochs
-        if pruning is not None and pruning.enabled and not trial.user_attrs.get("is_e2e"):
+        if pruning is not None and pruning.enabled:
             e = next((k for k in range(1, epochs) if _stops(row, peers, k, pruning, epochs)), epochs)
         spent += e
         if e == epochs:

@@ -204,7 +204,8 @@ def test_fp16_run_checkpoints_its_loss_scale_and_resumes_to_the_same_weights(tmp
         assert torch.equal(a, b), n
 
 
-@pytest.mark.parametrize("which", ["detection", "segmentation", "superres"])
+@pytest.mark.parametrize("which", [pytest.param("detection", marks=pytest.mark.torchvision),
+                                   pytest.param("segmentation", marks=pytest.mark.torchvision), "superres"])
 def test_dense_tasks_train_under_bf16_and_score_finite(which):
     """Every task head and local head runs under autocast; the scores are computed in fp32."""
     import math

@@ -356,13 +356,15 @@ def test_the_run_folder_is_always_whole_even_when_its_writer_is_killed(tmp_path,
     for _ in range(3):
         writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder)], env=_env(), cwd=ROOT,
                                   stdout=subprocess.PIPE, text=True)
-        assert writer.stdout.readline().strip() == "ready"
-        stop = time.monotonic() + rng.uniform(1.0, 3.0)
-        while time.monotonic() < stop:  # read while it writes
-            _whole(folder, expect)
-            reads += 1
-        writer.send_signal(signal.SIGKILL)
-        writer.wait()
+        try:  # a failed check must not leave the writer looping after the test
+            assert writer.stdout.readline().strip() == "ready"
+            stop = time.monotonic() + rng.uniform(1.0, 3.0)
+            while time.monotonic() < stop:  # read while it writes
+                _whole(folder, expect)
+                reads += 1
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait()
         kills += 1
         _whole(folder, expect)  # whatever it was doing when it died
     assert reads >= 20 and kills == 3
