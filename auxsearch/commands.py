@@ -193,10 +193,10 @@ def _meta_for(p) -> dict:
 
 
 def _visible_gpus() -> int:
-    """GPUs a worker can be given (without creating a CUDA context in this process)."""
-    import torch
+    """GPUs a worker can be given: the inherited CUDA_VISIBLE_DEVICES list, else NVML's count (no CUDA call)."""
+    from auxsearch.train.devices import gpu_count
 
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+    return gpu_count()
 
 
 def cmd_run(args) -> int:

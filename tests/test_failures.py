@@ -79,3 +79,29 @@ def test_a_hard_crash_kills_only_the_trial_process(tmp_path):
     assert st.all_trials()[0].state.name == "FAIL"
     assert "process died" in st.all_trials()[0].user_attrs["reason"]
     assert st.all_trials()[1].state.name == "COMPLETE"
+
+
+def test_an_isolated_trial_may_start_dataloader_workers(tmp_path, capsys):
+    """A data set read item by item (segmentation scenes: a DataLoader, not tensors on the device) in an
+    isolated trial with a loader worker: the trial process must be allowed children (it was daemonic, and
+    every file-backed study failed every trial on CUDA, where trials are isolated by default)."""
+    from auxsearch.cli import main
+
+    raw = {"name": "isolated-loader", "task": {"name": "segmentation", "args": {"levels": 2, "decoder_channels": 8}},
+           "data": {"name": "scenes", "image_size": 32, "num_train": 64, "num_test": 32, "seed": 0},
+           "backbone": {"name": "resnet8"}, "isolation": "subprocess",
+           "search_space": {"modules": 2, "splits": "balanced", "families": ["dgl"], "depth": 1, "width": 8},
+           "train": {"epochs": 1, "batch_size": 32, "lr": 0.01, "optimizer": "adamw", "loader_workers": 1,
+                     "bn_recalibration_batches": 1, "device": "cpu"},
+           "sampler": {"name": "tpe"}, "n_trials": 2, "confirm": {"seeds": 0}, "output": str(tmp_path / "run")}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    assert main(["run", str(path), "--no-progress"]) == 0, capsys.readouterr().err
+    recs = [r for r in records_of(tmp_path / "run")]
+    assert [r["state"] for r in recs] == ["COMPLETE", "COMPLETE"], [r["reason"] for r in recs]
+
+
+def records_of(run: Path) -> list[dict]:
+    from auxsearch.outputs.runfolder import load_run
+
+    return load_run(run)[1]

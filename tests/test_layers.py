@@ -29,8 +29,9 @@ TORCH_FREE = ("base", "design", "store")  # importable (and validated) without t
 INDEPENDENT = ("auxsearch.backbones", "auxsearch.aux", "auxsearch.tasks")  # one layer, never each other
 HEAVY = ("torch", "torchvision", "timm", "torchmetrics")
 ADAPTER = "auxsearch.store.optuna_adapter"
-# private names of torch that auxsearch reads on purpose (fake tensors, storage identity, BatchNorm's base)
-TORCH_PRIVATE = {"_BatchNorm", "_cdata"}
+# private names of torch that auxsearch reads on purpose: storage identity, BatchNorm's base class, the fused
+# multi-tensor lerp of the EMA update (torch's optimizers use the same _foreach family)
+TORCH_PRIVATE = {"_BatchNorm", "_cdata", "_foreach_lerp_"}
 
 
 def modules() -> dict[str, Path]:

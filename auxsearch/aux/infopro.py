@@ -19,7 +19,9 @@ class InfoProHead(nn.Module):
 
     Decoder: upsample to the image size, conv3x3 C -> ``decoder_width``,
     BN, ReLU, conv3x3 -> image channels, sigmoid; BCE to the un-normalised
-    image (the reconstruction term, an estimate of I(h; x)). Classifier:
+    image (the reconstruction term, an estimate of I(h; x)). The sigmoid and the BCE are one
+    ``binary_cross_entropy_with_logits`` (the same value in fp32): CUDA's autocast refuses a plain
+    BCE after a sigmoid (unsafe in half precision) and runs the fused one in fp32. Classifier:
     ``depth`` conv3x3-BN-ReLU (the first with stride 2) of ``width``
     channels, global average pooling, FC 128, FC classes (the I(h; y) term).
     The two are weighted by lambdas interpolated linearly over the modules.
@@ -33,7 +35,7 @@ class InfoProHead(nn.Module):
         self.image_size = tuple(image_shape[1:])
         self.decoder = nn.Sequential(
             nn.Conv2d(c, decoder_width, 3, padding=1, bias=False), nn.BatchNorm2d(decoder_width),
-            nn.ReLU(inplace=True), nn.Conv2d(decoder_width, image_shape[0], 3, padding=1), nn.Sigmoid())
+            nn.ReLU(inplace=True), nn.Conv2d(decoder_width, image_shape[0], 3, padding=1))  # logits
         layers: list[nn.Module] = []
         for i in range(depth):
             layers += conv_bn_relu(c if i == 0 else width, width, 3, stride=2 if i == 0 else 1)
@@ -47,8 +49,7 @@ class InfoProHead(nn.Module):
 
     def loss(self, feat: Tensor, image: Tensor, target: Tensor) -> Tensor:
         up = F.interpolate(feat, size=self.image_size, mode="bilinear", align_corners=False)
-        recon = self.decoder(up)
-        recon_loss = F.binary_cross_entropy(recon, image)
+        recon_loss = F.binary_cross_entropy_with_logits(self.decoder(up), image)
         task_loss = F.cross_entropy(self.classifier(feat), target)
         return self.recon_weight * recon_loss + self.task_weight * task_loss
 

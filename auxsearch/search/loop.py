@@ -5,7 +5,9 @@ of dead workers, asks the next trial (a waiting reference first, then the sample
 design), refuses a trial the study no longer needs, keeps a heartbeat while the objective runs,
 tells the outcome, and stops on a streak of failures. Each outcome is decided by the exception's
 type: :class:`optuna.TrialPruned` is a pruned trial, :class:`SurplusTrial` a trial started one
-too many (not a failure), anything else a failed trial that counts towards the streak.
+too many (not a failure), :class:`~auxsearch.search.objective.RetryTrial` a failure outside the
+design (another process took the GPU's memory: enqueued again), anything else a failed trial that
+counts towards the streak.
 """
 
 from __future__ import annotations
@@ -19,10 +21,10 @@ from optuna.trial import TrialState
 
 from auxsearch.errors import RunError
 from auxsearch.pareto import pareto_front
-from auxsearch.search.objective import Objective
+from auxsearch.search.objective import Objective, RetryTrial
 from auxsearch.search.prepare import PreparedStudy
 from auxsearch.search.studies import count_finished, count_running
-from auxsearch.store.heartbeat import HEARTBEAT_INTERVAL, Heartbeat, reap_stale_trials
+from auxsearch.store.heartbeat import HEARTBEAT_INTERVAL, Heartbeat, reap_stale_trials, retry_failed
 from auxsearch.store.record import SearchAttrs, write
 from auxsearch.store.records import records
 from auxsearch.store.storage import RunStudies
@@ -94,6 +96,11 @@ def run_one(objective: Objective, studies: RunStudies, n_trials: int, worker: in
     except SurplusTrial as exc:
         write(trial, SearchAttrs, reason=str(exc), failure=type(exc).__name__)
         study.tell(trial, state=TrialState.FAIL)
+        return label, TrialState.FAIL, None
+    except RetryTrial as exc:  # not the design's doing: failed, enqueued again, no streak
+        write(trial, SearchAttrs, reason=f"{exc}; retried", failure=type(exc).__name__)
+        study.tell(trial, state=TrialState.FAIL)
+        retry_failed(study, studies.storage, trial.number)
         return label, TrialState.FAIL, None
     except KeyboardInterrupt:
         write(trial, SearchAttrs, reason="interrupted (Ctrl-C)", failure="KeyboardInterrupt")

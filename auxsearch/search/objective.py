@@ -25,16 +25,23 @@ from auxsearch.store.record import SearchAttrs, write
 from auxsearch.store.records import feasible, reference_labels
 from auxsearch.store.storage import RunStudies
 from auxsearch.train import memory
+from auxsearch.train.devices import is_out_of_memory, oom_verdict
 from auxsearch.train.isolation import (
     TrialOutOfMemory,
     fit_in_subprocess,
-    is_out_of_memory,
+    memory_limit,
     peak_reached,
+    release_after_oom,
 )
 from auxsearch.train.loop import fit
 from auxsearch.train.result import NonFiniteLoss, TrainResult
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
+
+
+class RetryTrial(RuntimeError):
+    """The trial failed for a reason outside its design (the GPU's memory went to another process):
+    the loop records it as failed and enqueues it again."""
 
 
 class Objective:
@@ -105,7 +112,8 @@ class Objective:
     def _completed_twin(self, h: str, number: int) -> tuple[str, optuna.trial.FrozenTrial] | None:
         for label, t in self._labelled((COMPLETE,), but=number):
             a = SearchAttrs.of(t)
-            if a.design_hash == h and a.reused_from is None:
+            # an out-of-memory verdict is not reused: the next attempt may find the GPU freer
+            if a.design_hash == h and a.reused_from is None and "out_of_memory" not in t.constraints:
                 return label, t
         return None
 
@@ -135,18 +143,25 @@ class Objective:
         return result, sum(q.numel() for q in result.model.parameters())  # type: ignore[attr-defined]
 
     def _out_of_memory(self, trial: optuna.Trial, design: dict, exc: Exception, simulated: int | None):
-        """Out of memory is a property of the design, not a crash: record it as infeasible."""
-        reached = getattr(exc, "reached", None)
-        if reached is None and not isinstance(exc, TrialOutOfMemory):  # in process: this process's own counter
-            reached = peak_reached(str(resolve_device(self.p.cfg.train.device)))
+        """Out of memory is a property of the design when its own peak reached the memory it may use (its
+        share of the GPU): infeasible. Below that, the memory went to another process on the GPU: tried again."""
+        device = str(resolve_device(self.p.cfg.train.device))
+        reached, limit = getattr(exc, "reached", None), getattr(exc, "limit", None)
+        if not isinstance(exc, TrialOutOfMemory):  # in process: this process's own counters
+            reached, limit = peak_reached(device), memory_limit(device)
+        verdict = oom_verdict(reached, limit)
+        message = str(exc)[:300]
+        release_after_oom(exc)
+        if verdict == "retry":
+            raise RetryTrial(f"out of memory at {reached / 2**20:.0f} MiB of the {limit / 2**20:.0f} MiB this process "
+                             f"may use: the rest went to another process on the GPU: {message}")
         if reached is None:
             try:
                 reached = simulated if simulated is not None else memory.simulate_in_study(design, self.p.cfg)
             except Exception:  # the simulation may not fit either; the reason says what happened
                 reached = None
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        write(trial, SearchAttrs, reason=f"out of memory at about {reached} B: {str(exc)[:300]}")
+        shown = "an unknown amount" if reached is None else f"about {reached / 2**20:.1f} MiB"
+        write(trial, SearchAttrs, reason=f"out of memory at {shown}: {message}")
         trial.set_constraint("out_of_memory", 1.0)
         return self._infeasible(reached, design)
 

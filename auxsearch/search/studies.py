@@ -21,6 +21,7 @@ from auxsearch.search.prepare import PreparedStudy, enqueued_designs
 from auxsearch.search.samplers import make_sampler
 from auxsearch.store.record import SearchAttrs
 from auxsearch.store.storage import RunStudies, open_run
+from auxsearch.train.devices import device_name
 from auxsearch.version import __version__
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -71,7 +72,8 @@ def provenance(p: PreparedStudy) -> dict:
     """Package versions, the machine and the study file's hash, stored with the study.
 
     The device is named without initialising CUDA (this process does not train): NVML's name of
-    the first visible GPU when ``nvidia-smi``'s library is there, else the processor.
+    the first GPU when the driver is there, else the processor; each trial records the device it
+    trained on itself.
     """
     import hashlib
 
@@ -80,23 +82,3 @@ def provenance(p: PreparedStudy) -> dict:
     return {"auxsearch": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
             "python": platform.python_version(), "device": device_name(), "study_file": str(p.path),
             "study_file_sha256": hashlib.sha256(p.path.read_bytes()).hexdigest()}
-
-
-def device_name() -> str:
-    """The first visible GPU's name through NVML (no CUDA context is created), else the processor."""
-    try:
-        import ctypes
-
-        nvml = ctypes.CDLL("libnvidia-ml.so.1")
-        if nvml.nvmlInit_v2() == 0:
-            try:
-                handle = ctypes.c_void_p()
-                name = ctypes.create_string_buffer(96)
-                if nvml.nvmlDeviceGetHandleByIndex_v2(0, ctypes.byref(handle)) == 0 and \
-                        nvml.nvmlDeviceGetName(handle, name, 96) == 0:
-                    return name.value.decode()
-            finally:
-                nvml.nvmlShutdown()
-    except OSError:  # no NVML: no NVIDIA driver on this machine
-        pass
-    return platform.processor() or "cpu"

@@ -27,6 +27,7 @@ from auxsearch.search.studies import count_finished
 from auxsearch.store.heartbeat import WORKER_KEY, reap_dead_worker
 from auxsearch.store.journal import LockWatch
 from auxsearch.store.storage import RunStudies, StorageURL
+from auxsearch.train.devices import SHARE_ENV, usable_cpus, visible_devices, worker_devices
 
 MAX_RESTARTS = 5  # deaths in a row (no trial finished in between) a worker slot is restarted after
 BACKOFF_BASE = 1.0  # seconds before the first restart; doubles with each death in a row
@@ -57,12 +58,20 @@ class WorkerSpec:
     env: dict[str, str]
 
 
-def worker_env(index: int, workers: int, gpus: int) -> tuple[dict[str, str], int]:
-    """Environment and CPU thread budget of worker ``index``: one GPU each, round robin."""
-    env = dict(os.environ)
-    if gpus > 0:
-        env["CUDA_VISIBLE_DEVICES"] = str(index % gpus)
-    threads = max(1, (os.cpu_count() or 1) // workers)
+def worker_env(index: int, workers: int, gpus: int, base: dict[str, str] | None = None) -> tuple[dict[str, str], int]:
+    """Environment and CPU thread budget of worker ``index``.
+
+    GPUs come from the inherited ``CUDA_VISIBLE_DEVICES`` list (indices or UUIDs a scheduler gave),
+    round robin; when workers outnumber them each worker on a GPU may allocate its share of the GPU's
+    memory (``AUXSEARCH_GPU_SHARE``). Threads: the CPUs this process may use, divided among the workers.
+    """
+    env = dict(os.environ if base is None else base)
+    device, share = worker_devices(index, workers, visible_devices(env), gpus)
+    if device is not None:
+        env["CUDA_VISIBLE_DEVICES"] = device
+        if share < 1.0:
+            env[SHARE_ENV] = f"{share:.6g}"
+    threads = max(1, usable_cpus() // workers)
     env["OMP_NUM_THREADS"] = str(threads)
     return env, threads
 
@@ -124,6 +133,9 @@ class Supervisor:
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
         self.spawned = 0
         self.last_done: int | None = None
+        if gpus and workers > gpus:
+            self.log(f"{workers} workers share {gpus} GPU(s): each may allocate its share of its GPU's memory "
+                     "(an out-of-memory below that share is another worker's doing and the trial is tried again)")
 
     # -- the study, read defensively: a database restarting must not stop the supervisor
     def done(self) -> int | None:

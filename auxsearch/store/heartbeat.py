@@ -128,6 +128,13 @@ def fail_and_retry(study: optuna.Study, storage: Any, t: FrozenTrial) -> bool:
     return True
 
 
+def retry_failed(study: optuna.Study, storage: Any, number: int) -> None:
+    """Enqueue a copy of FAIL trial ``number`` (its parameters and design; Optuna's retry history kept,
+    at most ``MAX_RETRY`` attempts in all)."""
+    tid = optuna_adapter.trial_id(storage, study.study_name, number)
+    optuna_adapter.retry_copy(study, storage.get_trial(tid), RETRY_KEEPS, (WORKER_KEY, BEAT_KEY), MAX_RETRY)
+
+
 def reap_stale_trials(study: optuna.Study, storage: Any, grace: float = GRACE) -> list[int]:
     """Fail every stale RUNNING trial and enqueue a retry of it; returns their numbers."""
     return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))

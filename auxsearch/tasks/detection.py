@@ -78,9 +78,13 @@ class FCOSLevels(nn.Module):
         return images, self.anchor_generator(images, features), [f.shape[2] * f.shape[3] for f in features]
 
     def loss(self, features: list[Tensor], image: Tensor, targets: list[dict]) -> Tensor:
+        """The head runs under the step's autocast; its loss in fp32, outside it: box regression decodes
+        pixel coordinates and their areas (a 256 x 256 px box's area is past fp16's largest number)."""
         outputs = self.head(features)
         _, anchors, per_level = self._anchors(features, image)
-        losses = FCOS.compute_loss(self, targets, outputs, anchors, per_level)
+        with torch.autocast(image.device.type, enabled=False):
+            outputs = {k: v.float() for k, v in outputs.items()}
+            losses = FCOS.compute_loss(self, targets, outputs, [a.float() for a in anchors], per_level)
         return sum(losses.values())
 
     @torch.no_grad()

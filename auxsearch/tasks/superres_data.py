@@ -251,7 +251,8 @@ def _read_files(cfg: Mapping, source: str, hr_files: Sequence[Path], scale: int,
     keys = (f"{key}.{source}_hr", f"{key}.{source}_lr")
     lr_dir = _folder(cfg, f"{source}_lr", key, required=False)
     lr_files = _partners(hr_files, lr_dir, scale, keys[1]) if lr_dir else [None] * len(hr_files)
-    workers = min(8, os.cpu_count() or 1, len(hr_files))
+    workers = min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1,
+                  len(hr_files))
     with ThreadPoolExecutor(max_workers=workers) as executor:  # PIL decodes without the GIL
         return list(executor.map(lambda hr, lr: _read_pair(hr, lr, scale, keys), hr_files, lr_files))
 

@@ -30,6 +30,7 @@ which can round differently; with the table every device gives the bits ``ToTens
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -139,6 +140,26 @@ def tensor_source(dataset: Dataset) -> tuple[TensorImages, torch.Tensor] | None:
     return dataset, torch.arange(len(dataset)) if index is None else index
 
 
+_DEVICE_COPIES: dict[int, tuple[weakref.ref, dict]] = {}  # id(host images) -> (weak ref to them, device copies)
+
+
+def on_device(base: TensorImages, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``base``'s images and labels on ``device``, copied once per process and device (two views of the
+    same images, such as CIFAR's augmented training and plain validation sets, share the copy)."""
+    if device.type == "cpu" or base.images.device == device:
+        return base.images.to(device), base.labels.to(device)
+    for k in [k for k, (ref, _) in _DEVICE_COPIES.items() if ref() is None]:  # host images gone: drop copies
+        del _DEVICE_COPIES[k]
+    ref, copies = _DEVICE_COPIES.get(id(base.images), (None, None))
+    if ref is None or ref() is not base.images:
+        copies = {}
+        _DEVICE_COPIES[id(base.images)] = (weakref.ref(base.images), copies)
+    key = (str(device), id(base.labels))
+    if key not in copies:
+        copies[key] = (base.images.to(device), base.labels.to(device))
+    return copies[key]
+
+
 class DeviceBatches:
     """Batches of a tensor-backed data set cut, augmented and converted on ``device``.
 
@@ -178,12 +199,14 @@ class DeviceBatches:
         self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
         self.device = torch.device(device)
         self.augment, self.padding = base.augment, base.padding
-        self.images = base.images[index].to(self.device)
-        self.labels = base.labels[index].to(self.device)
+        # one device copy of the whole set, shared by every loader of it (train, precise BN, validation):
+        # each keeps only its items' positions
+        self.images, self.labels = on_device(base, self.device)
+        self.index = index.to(self.device)
         self._table = _UNIT.to(self.device) if self.images.dtype == torch.uint8 else None
 
     def __len__(self) -> int:
-        n = len(self.labels)
+        n = len(self.index)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -192,7 +215,7 @@ class DeviceBatches:
         return self._batches()
 
     def _batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        n, size = len(self.labels), self.batch_size
+        n, size = len(self.index), self.batch_size
         generator = self.generator
         if self.shuffle:
             if generator is None:  # RandomSampler without a generator seeds one from the global RNG
@@ -207,9 +230,10 @@ class DeviceBatches:
             if not spent and (b + 1) * size > n:  # a short last batch runs the sampler dry
                 torch.randperm(n, generator=generator)
                 spent = True
-            x = self.images[pick]
+            rows = self.index[pick]
+            x = self.images[rows]
             if self.augment:
                 x = augment_batch(x, generator, self.padding)
-            yield to_unit(x, self._table), self.labels[pick]
+            yield to_unit(x, self._table), self.labels[rows]
         if not spent:  # asking past the last batch runs it dry
             torch.randperm(n, generator=generator)

@@ -43,7 +43,7 @@ def load_data(d: Mapping, data: Mapping | None, base_dir: Path | None) -> ImageD
 
 def loader_workers(cfg: TrainConfig, device: torch.device) -> int:
     """``train.loader_workers``, or the automatic choice: none on CPU (the step needs the cores),
-    on CUDA the torch threads this trial worker has (cores / ``--workers``) less one, at most 8."""
+    on CUDA the torch threads this trial worker has (its CPUs / ``--workers``) less one, at most 8."""
     if cfg.loader_workers is not None:
         return cfg.loader_workers
     if device.type != "cuda":

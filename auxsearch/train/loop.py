@@ -24,7 +24,7 @@ from auxsearch.design.graph import as_design, design_hash
 from auxsearch.model import engine
 from auxsearch.model.precision import Precision
 from auxsearch.tasks import ImageData, Task, get_task
-from auxsearch.train import checkpoint, memory
+from auxsearch.train import checkpoint, devices, memory
 from auxsearch.train.data import (
     check_data_fits,
     eval_batches,
@@ -99,6 +99,8 @@ def _recalibrate(s: Session) -> None:
 def _session(d: dict, cfg: TrainConfig, data: ImageData) -> Session:
     task = get_task(d["task"]["name"])
     device = engine.resolve_device(cfg.device)
+    devices.check_precision(cfg.precision, device)
+    devices.apply_share(device)  # a worker sharing its GPU allocates at most its share
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -109,7 +111,9 @@ def _session(d: dict, cfg: TrainConfig, data: ImageData) -> Session:
     train = train_batches(data, cfg, device)
     recal = recalibration_batches(data, cfg, device) if cfg.bn_recalibration_batches else None
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(train))
-    return Session(model, opt, sched, Precision(cfg.precision, device), task, device, layout, cfg, data, train, recal)
+    amp = Precision(cfg.precision, device)
+    memory.warm_up(device, amp)  # the libraries' workspaces exist before the measured steps
+    return Session(model, opt, sched, amp, task, device, layout, cfg, data, train, recal)
 
 
 def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageData | Mapping | None = None,
@@ -135,7 +139,7 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
         data = load_data(d, data, base_dir)
     check_data_fits(d, data)
     s = _session(d, cfg, data)
-    result = TrainResult(s.task.metric, 0.0, 0, "measured", 0, 0.0, design_hash(d), str(s.device))
+    result = TrainResult(s.task.metric, 0.0, 0, "measured", 0, 0.0, design_hash(d), _device_label(s.device))
     loaders = (s.train, s.recal)
     first = checkpoint.resume(checkpoint_dir, s.model, s.opt, s.sched, result, loaders, cfg, s.amp) if resume else 0
     start = time.perf_counter() - result.seconds  # the time spent before a resume counts
@@ -166,6 +170,13 @@ def fit(design: Any, *, train: TrainConfig | Mapping | None = None, data: ImageD
     result.seconds = time.perf_counter() - start
     result.model = s.model  # type: ignore[attr-defined]  # handy for callers; not serialised
     return result
+
+
+def _device_label(device: torch.device) -> str:
+    """The device as a trial records it, named by the process that trains on it: ``cuda:0 (NVIDIA H200)``."""
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def _bar(total: int, enabled: bool | str):
