@@ -106,6 +106,8 @@ def _add_run(sub) -> None:
     p.add_argument("--seed-index", type=int,
                    help="seed the sampler as worker K would (default: --worker-index); run gives a restarted "
                         "worker a fresh K so it does not draw its first designs again")
+    p.add_argument("--confirm", action="store_true",
+                   help="run the study's waiting confirmation retrainings (run --workers N hands them out) and stop")
     _flags(p, "no-progress", "verbose")
     p.set_defaults(func=_cmd("worker"))
 

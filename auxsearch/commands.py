@@ -145,7 +145,7 @@ def _worker_argv(p, storage: str):
     def argv(spec) -> list[str]:
         cmd = [sys.executable, "-m", "auxsearch", "worker", str(p.path), "--storage", storage,
                "--worker-index", str(spec.index), "--threads", str(spec.threads), "--n-trials", str(spec.n_trials),
-               "--no-progress"]
+               "--no-progress", *(["--confirm"] if spec.phase == "confirm" else [])]
         if spec.timeout is not None:
             cmd += ["--timeout", f"{max(spec.timeout, 0.0):.1f}"]
         if spec.seed_index != spec.index:
@@ -242,6 +242,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_worker(args) -> int:
+    from auxsearch.search.confirm import run_jobs
     from auxsearch.search.loop import optimize
     from auxsearch.search.prepare import prepare
     from auxsearch.search.samplers import make_sampler
@@ -266,6 +267,10 @@ def cmd_worker(args) -> int:
     timeout = args.timeout if args.timeout is not None else p.cfg.timeout
     try:
         studies = open_search(p, sampler=make_sampler(p, offset))
+        if args.confirm:
+            ran = run_jobs(p, studies, worker=args.worker_index, progress=not args.no_progress)
+            print(f"worker {args.worker_index}: ran {ran} confirmation retrainings", file=sys.stderr)
+            return 0
         ran = optimize(p, studies, n, timeout, progress=not args.no_progress, worker=args.worker_index,
                        seed=p.cfg.sampler.seed + offset)
         done = count_finished(studies)

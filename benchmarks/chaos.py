@@ -82,8 +82,9 @@ SECTION = "faults"
 
 
 def write_study(folder: Path, *, name: str = "chaos", quick: bool = False, epochs: int = 2,
-                image_size: int = 8) -> Path:
-    """A grid study of tiny trials; n_trials is the grid plus the E2E reference (each design once)."""
+                image_size: int = 8, confirm_seeds: int = 2) -> Path:
+    """A grid study of tiny trials; n_trials is the grid plus the E2E reference (each design once); then the
+    E2E reference and the two best front designs retrained with ``confirm_seeds`` seeds on the workers."""
     folder.mkdir(parents=True, exist_ok=True)
     modules = {"low": 2, "high": 3 if quick else 4}
     space = {"modules": modules, "splits": "balanced", "per_module": False, "families": ["dgl", "infopro"],
@@ -97,7 +98,8 @@ def write_study(folder: Path, *, name: str = "chaos", quick: bool = False, epoch
                        "device": "cpu", "bn_recalibration_batches": 2},
              "objectives": ["score", "memory"], "memory": {"mode": "measured"},
              "sampler": {"name": "grid", "seed": 0}, "pruning": {"enabled": False},
-             "n_trials": grid + 1, "output": "run", "enqueue": [], "confirm": {"seeds": 0}}
+             "n_trials": grid + 1, "output": "run", "enqueue": [],
+             "confirm": {"seeds": confirm_seeds, "max_designs": 2}}
     path = folder / "study.yaml"
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -137,13 +139,14 @@ def open_storage(url: str):
     return optuna.storages.RDBStorage(url)  # a plain reader: no heartbeat of its own
 
 
-def load_trials(url: str, name: str, storage=None) -> list:
-    """The run's reference trials (E2E, enqueued designs), then its search trials."""
+def load_trials(url: str, name: str, storage=None, confirm: bool = False) -> list:
+    """The run's reference trials (E2E, enqueued designs), then its search trials (``confirm``: its
+    confirmation trials instead)."""
     import optuna
 
     storage = storage or open_storage(url)
     out = []
-    for study_name in (f"{name}:reference", name):
+    for study_name in ((f"{name}:confirm",) if confirm else (f"{name}:reference", name)):
         try:
             out += optuna.load_study(study_name=study_name, storage=storage).get_trials(deepcopy=True)
         except KeyError:  # no reference study yet
@@ -164,6 +167,7 @@ class Monitor(threading.Thread):
         self.url, self.name, self.every = url, name, every
         self.seen: dict[tuple, tuple[str, tuple | None]] = {}
         self.done = 0
+        self.confirm_left = 0  # confirmation jobs waiting or running
         self.running_owners: set[str] = set()
         self.errors = 0
         self.reads = 0
@@ -180,7 +184,9 @@ class Monitor(threading.Thread):
             if t.state.name in ("COMPLETE", "PRUNED"):
                 self.seen.setdefault(key(t), (t.state.name, tuple(t.values) if t.values else None))
         self.done = sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials)
-        self.running_owners = {owner(t) for t in trials if t.state.name == "RUNNING" and owner(t)}
+        jobs = load_trials(self.url, self.name, self._storage, confirm=True)
+        self.confirm_left = sum(t.state.name in ("WAITING", "RUNNING") for t in jobs)
+        self.running_owners = {owner(t) for t in [*trials, *jobs] if t.state.name == "RUNNING" and owner(t)}
         self.reads += 1
 
     def run(self) -> None:
@@ -247,12 +253,12 @@ def run_chaos(study_path: Path, *, storage: str | None = None, workers: int = 6,
                 time.sleep(0.5)  # the chaos begins once the workers are up: a trial has begun
             chaos_start = time.monotonic()
             while (proc.poll() is None and len(sent) < kills and time.monotonic() - chaos_start < chaos_seconds
-                   and monitor.done < requested):
+                   and (monitor.done < requested or monitor.confirm_left > 0)):
                 time.sleep(every * rng.uniform(0.5, 1.5))
                 pids = children(proc.pid)
                 if during is not None:
                     during({"kills": len(sent), "pids": pids, "done": monitor.done})
-                if not pids or monitor.done >= requested:
+                if not pids or (monitor.done >= requested and monitor.confirm_left == 0):
                     continue
                 busy = [p for p in pids if f"{socket.gethostname()}:{p}" in monitor.running_owners]
                 victim = rng.choice(busy if target == "running" and busy else pids)
@@ -279,6 +285,9 @@ def run_chaos(study_path: Path, *, storage: str | None = None, workers: int = 6,
     stderr = err_path.read_text()
     trials = load_trials(url, name)
     figures = count(trials, monitor.seen)
+    jobs = load_trials(url, name, confirm=True)
+    figures.update(confirmations(jobs))
+    figures["_jobs"] = jobs
     figures["max_reap_s"] = reap_delay(trials, sent)
     figures.update(requested=requested, kills=len(sent), killed_mid_trial=sum(k["mid_trial"] for k in sent),
                    restarts=stderr.count("; restart "), lock_releases=stderr.count("released the journal lock"),
@@ -308,6 +317,21 @@ def count(trials: list, seen: dict) -> dict:
             "failed_reasons": sorted({str(t.user_attrs.get("reason"))[:200] for t in fails
                                       if key(t) not in parents and t not in surplus}),
             "lost": len(lost), "lost_trials": sorted(lost), "seen_finished": len(seen)}
+
+
+def confirmations(jobs: list) -> dict:
+    """The confirmation's figures: every (design, seed) job must end COMPLETE, whatever was killed."""
+    wanted = {(t.user_attrs.get("design_hash"), t.user_attrs.get("seed")) for t in jobs if t.user_attrs.get("design")}
+    done = {(t.user_attrs.get("design_hash"), t.user_attrs.get("seed")) for t in jobs if t.state.name == "COMPLETE"}
+    return {"confirm_jobs": len(wanted), "confirm_completed": len(done & wanted), "confirm_lost": len(wanted - done),
+            "confirm_retried": sum(bool(t.system_attrs.get("retry_history")) for t in jobs)}
+
+
+def confirmed_values(jobs: list) -> dict[tuple, tuple]:
+    """(design hash, seed) -> (validation, test) of its COMPLETE confirmation trial."""
+    return {(t.user_attrs["design_hash"], t.user_attrs["seed"]): (t.user_attrs.get("val_score"),
+                                                                   t.user_attrs.get("test_score"))
+            for t in jobs if t.state.name == "COMPLETE"}
 
 
 def reap_delay(trials: list, sent: list[dict]) -> float | None:
@@ -366,9 +390,10 @@ def run_reference(study_path: Path, timeout: float = 900.0) -> dict:
                           env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=timeout)
     if done.returncode != 0:
         raise RuntimeError(f"the sequential reference failed:\n{done.stderr[-2000:]}")
-    trials = load_trials(f"journal:{study_path.parent / 'run' / 'study.journal'}", name)
+    url = f"journal:{study_path.parent / 'run' / 'study.journal'}"
+    trials = load_trials(url, name)
     return {"wall_s": round(time.monotonic() - start, 1), "completed": count(trials, {})["completed"],
-            "_trials": trials}
+            "_trials": trials, "_jobs": load_trials(url, name, confirm=True)}
 
 
 # --- report ------------------------------------------------------------------------------------------
@@ -385,7 +410,7 @@ def report(res: dict) -> str:
     rows = []
     for kind, f in res["storages"].items():
         if "skipped" in f:
-            rows.append([kind, f"skipped: {f['skipped']}"] + [""] * 9)
+            rows.append([kind, f"skipped: {f['skipped']}"] + [""] * 11)
             continue
         v = f.get("vs_sequential", {})
         if v.get("same_designs"):
@@ -395,18 +420,21 @@ def report(res: dict) -> str:
                       + ("the same" if v["same_front_on_shared"] else "DIFFERS"))
         same = f"{v['same_values']} of {v['shared']} shared designs identical; {fronts}"
         reap = "-" if f["max_reap_s"] is None else f"{f['max_reap_s']:.1f}"
+        conf = (f"{f['confirm_completed']} of {f['confirm_jobs']} ({f['confirm_retried']} retried); "
+                f"{f['confirm_same_values']} of {f['confirm_shared']} as the sequential run")
         rows.append([kind, f["requested"], f["completed"], f"{f['kills']} ({f['killed_mid_trial']})", f["restarts"],
-                     f["retried"], f["duplicated"], f["lost"], reap, f"{f['wall_s']:.0f}", f["exit_code"], same])
+                     f["retried"], f["duplicated"], f["lost"], reap, f"{f['wall_s']:.0f}", f["exit_code"], same, conf])
     table = markdown_table(["storage", "requested", "completed", "kills (mid-trial)", "restarts", "retried",
                             "duplicated", "lost", "kill to retry, max s", "wall s", "exit",
-                            "vs sequential unkilled run"], rows)
+                            "vs sequential unkilled run", "confirmation jobs completed"], rows)
     return "\n".join([
         "## Faults survived",
         "",
         f"`auxsearch run --workers {s['workers']}` on a study of {s['requested']} tiny trials (digits 8x8, resnet8, "
         f"{s['epochs']} epochs, grid sampler: every design once), a worker SIGKILLed at random every "
         f"~{s['every']:g} s ({'picked among those in the middle of a trial when any is' if s['target'] == 'running' else 'any worker'}; "
-        f"at most {s['kills']} kills), then the study left to finish; `run` restarts each "
+        f"at most {s['kills']} kills, the confirmation's retrainings included: they run on the same workers), "
+        "then the study left to finish; `run` restarts each "
         "killed worker and fails and re-enqueues its trial at once (docs/distributed.md). *retried*: trials "
         "failed because their worker died, each re-enqueued with its design; *duplicated*: trainings of a "
         "design already trained; *lost*: trials seen finished during the run and missing or changed at the "
@@ -472,6 +500,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 parser.error(f"unknown storage {kind!r}")
             figures["vs_sequential"] = compare(figures["_trials"], ref["_trials"])
+            mine, theirs = confirmed_values(figures["_jobs"]), confirmed_values(ref["_jobs"])
+            figures["confirm_same_values"] = sum(mine[k] == theirs[k] for k in set(mine) & set(theirs))
+            figures["confirm_shared"] = len(set(mine) & set(theirs))
             res["storages"][kind] = figures
             print(f"{kind}: {json.dumps(public(figures))}", file=sys.stderr, flush=True)
     finally:
@@ -487,7 +518,8 @@ def main(argv: list[str] | None = None) -> int:
         print(body if not args.json else "", file=sys.stderr)
         print(f"wrote section {SECTION} of {write_section(SECTION, body)}", file=sys.stderr)
     ran = [f for f in res["storages"].values() if "skipped" not in f]
-    ok = all(f["lost"] == 0 and f["completed"] == f["requested"] and f["exit_code"] == 0 for f in ran)
+    ok = all(f["lost"] == 0 and f["completed"] == f["requested"] and f["exit_code"] == 0 and f["confirm_lost"] == 0
+             for f in ran)
     return 0 if ok else 1
 
 

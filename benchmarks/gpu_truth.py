@@ -1,719 +1,526 @@
-"""GPU truth: every CUDA claim of auxsearch, checked on one GPU by one command (about 4-6 minutes, <= 8).
+"""GPU truth: every CUDA claim of auxsearch, checked on one GPU by one command (about 6 minutes, at most 8).
 
-What it checks (random tensors of the right shapes, no data set download; the two isolated
-trials train on scikit-learn's bundled digits, resized):
+Each check is a *cell*; a cell that fails is a row that says which and why, and the others still run.
+``python benchmarks/gpu_truth.py --dry-run`` lists the cells (any machine, seconds);
+``--cpu-dry-run`` runs the same code at tiny shapes on the CPU (the CUDA-only cells are skipped).
 
-1. Memory truth table. CIFAR ResNet-32 and ResNet-110 (3x32x32, 10 classes, batch 1024), every
-   aux family (dgl, infopro, augment, momentum; depth 2, width 64, as benchmarks/memory.py),
-   K in {1, 2, 4, 8} on balanced splits (K = 1: the E2E reference, one row per network), under
-   fp32 and bf16: the CUDA peak of one full training step (``memory.measure(..., device="cuda")``:
-   ``max_memory_allocated`` after ``reset_peak_memory_stats``) beside ``memory.simulate``, the
-   error % per row (target |error| <= 5 %) and the bf16/fp32 ratio. Rows are freed between
-   (``del``, ``gc``, ``torch.cuda.empty_cache()``); a row that fails is an error row.
-2. Device fixed overhead: device memory in use (nvidia-smi, before any CUDA call; then
-   ``torch.cuda.mem_get_info``) after the CUDA context and after one step, beside
-   ``max_memory_allocated`` and ``memory_reserved``: the context, the libraries' own memory and
-   the allocator's caching, i.e. what a ``memory.budget: 12GB`` (allocator bytes) needs on the
-   card. With it, InfoPro's Table 3 rows (ResNet-110, batch 1024, InfoPro's balanced splits
-   [16], [11, 22], [8, 16, 28], infopro aux depth 1 width 32): simulated, CUDA allocated,
-   reserved + fixed overhead, and the published Titan Xp figure.
-3. CUDA out of memory -> infeasible: a trial that cannot fit (ResNet-110 on 256x256 digits,
-   batch 1024), run through ``isolation.fit_in_subprocess`` as the study's objective runs an
-   isolated trial, must end as ``TrialOutOfMemory`` with the memory reached > 0; once with
-   ``train.device: cuda`` and once with the default ``auto``.
-4. Subprocess isolation frees the GPU: after each isolated trial returns (the two above and
-   one that trains), the device memory in use (``mem_get_info``) is back to the parent's
-   baseline within 64 MiB.
-5. Step time: ``engine.train_step`` against a hand-written PyTorch loop doing the same K-module
-   local training with the same modules (as benchmarks/overhead.py), with warm-up and CUDA
-   synchronisation; the ratio (target <= 1.05).
+Cells (``CELLS`` below, in the order they run):
 
-It writes section ``gpu-truth`` of docs/results.md (or ``--output PATH``) naming the device,
-torch / CUDA / cuDNN versions and the command; ``--json PATH`` also writes every figure.
+* ``memory``: the memory table's designs (CIFAR ResNet-32 and -110, every aux family, K in 1, 2, 4, 8,
+  balanced splits, batch 1024) under fp32, bf16 and fp16: the peak *as a trial records it* (``fit`` on a
+  CIFAR-shaped tensor data set held on the GPU, the same path as ``auxsearch run``: one device copy of the
+  data, workspaces warmed up, the baseline before each step subtracted) beside ``memory.simulate``.
+  Target: |simulated - measured| <= 5 % for every row.
+* ``infopro``: InfoPro's Table 3 designs (ResNet-110, batch 1024, InfoPro's balanced splits) against the
+  paper, with what the card holds beyond the allocator (context, caching) from ``mem_get_info``.
+* ``oom``: an isolated trial that cannot fit ends as out of memory with the peak it reached, and the
+  objective's verdict is "the design's" (it reached the memory it may use).
+* ``isolated-loader``: an isolated trial of a data set read by a DataLoader with worker processes trains.
+* ``workers``: ``auxsearch run --workers 2`` on this one GPU: each worker gets half of it, no trial is
+  infeasible for lack of the other's memory, and the confirmation's retrainings run on the workers.
+* ``step-time``: ``train_step`` against a hand-written loop of the same modules (target <= 1.05).
+* ``pipeline``: device batches (cut, augmented, converted on the GPU) against the training step they feed.
+* ``bf16``: bf16 is native here, or refused with a message (compute capability < 8.0).
 
-Run:
-    python benchmarks/gpu_truth.py                  # needs a CUDA GPU; about 4-6 minutes
-    python benchmarks/gpu_truth.py --cpu-dry-run    # same code paths, tiny shapes, CPU, ~30 s;
-                                                    # prints only (or --output PATH)
-
-``--time-limit S`` (default 420): the table stops starting rows after S seconds from the start
-(the rows not reached are reported as skipped), so the run stays within 8 minutes.
-``--cpu-dry-run``: resnet8 / resnet20 at 3x16x16, batch 8, K in {1, 2}, dgl and infopro (InfoPro rows:
-resnet8, K in {1, 2, 3, 4});
-"measured" is the CPU live-bytes counter (``memory.measure`` on cpu); the CUDA-only checks
-report "skipped (no CUDA)" (check 4 still runs one isolated trial on the CPU).
-Exit status: 0 when every check that ran was met, 1 when one was missed or failed, 2 when
-there is no GPU and no ``--cpu-dry-run``.
+Writes section ``gpu-truth`` of docs/results.md (``--output PATH`` elsewhere) naming the device and
+versions; ``--json PATH`` writes every figure. Exit status 0 when every cell that ran met its target, 1
+otherwise, 2 without a GPU (and no dry-run flag).
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
-import math
 import os
-import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from dataclasses import dataclass, field
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")
+import yaml
 
-import torch  # noqa: E402
-from _common import INFOPRO_TABLE3, RESULTS, markdown_table, provenance, write_section  # noqa: E402
-from overhead import hand_written_step  # noqa: E402  # the same hand loop as the CPU overhead benchmark
-
-from auxsearch.backbones import create_units  # noqa: E402
-from auxsearch.config import PUBLISHED_DESIGNS, TrainConfig  # noqa: E402
-from auxsearch.design.space import balanced_splits  # noqa: E402
-from auxsearch.design.split_tables import CIFAR_RESNETS  # noqa: E402
-from auxsearch.model.engine import build, make_optimizer, trace_shapes, train_step  # noqa: E402
-from auxsearch.train import memory  # noqa: E402
-from auxsearch.train.isolation import TrialOutOfMemory, fit_in_subprocess  # noqa: E402
-
+ROOT = Path(__file__).resolve().parents[1]
 SECTION = "gpu-truth"
 MIB = 2**20
 ERROR_TARGET = 5.0  # |simulated - measured| / measured, %
-FREE_TOLERANCE = 64 * MIB  # device memory in use after an isolated trial, over the parent's baseline
-FREE_WAIT_S = 10.0
 STEP_TARGET = 1.05
-PRECISIONS = ("fp32", "bf16")
-FAMILIES = ("dgl", "infopro", "augment", "momentum")
-# InfoPro's balanced-memory split points of ResNet-110 in our unit indices (InfoPro_balanced_memory
-# ['resnet110']['cifar10'][K]; K = 4 is [[1, 6], [1, 14], [2, 8]], see docs/use-a-design.md).
-INFOPRO_SPLITS = {2: [16], 3: [11, 22], 4: [8, 16, 28]}
-NO_CUDA = "skipped (no CUDA)"
+INFOPRO_SPLITS = {2: [16], 3: [11, 22], 4: [8, 16, 28]}  # InfoPro_balanced_memory['resnet110']['cifar10'][K]
+INFOPRO_PUBLISHED = {1: 9.40, 2: 5.38, 3: 4.22, 4: 3.52}  # InfoPro (Wang et al. ICLR'21) Table 3, Titan Xp, GB
 
 
-# ---------------------------------------------------------------- what is run
+@dataclass(frozen=True)
+class Cell:
+    name: str
+    claim: str
+    run: Callable[[Ctx], dict]
+    cuda_only: bool = False
+    minutes: float = 0.5  # expected on one GPU
 
 
 @dataclass
-class Plan:
-    """Every shape and size of one run: the GPU run or the CPU dry run."""
+class Ctx:
+    """What every cell runs with: the device, the sizes (GPU or tiny), the deadline."""
 
-    device: str
-    networks: dict[str, int]  # backbone -> num_units
-    input_shape: list[int]
-    batch: int
-    families: tuple[str, ...]
-    ks: tuple[int, ...]
-    depth: int
-    width: int
-    unit: tuple[str, float]  # label, bytes per label
-    infopro_network: str
-    infopro_splits: dict[int, list[int]]
-    infopro_aux: dict
-    infopro_published: dict[int, float | None]  # K -> GB (K = 1: E2E)
-    trial_design: dict  # an isolated trial that trains
-    trial_data: dict
-    trial_train: TrainConfig
-    oom_design: dict | None  # an isolated trial that cannot fit
-    oom_data: dict | None
-    timing: list[tuple[str, dict, int]] = field(default_factory=list)  # label, design (dgl), batch
-    blocks: int = 5
-    steps: int = 10
+    cuda: bool
+    deadline: float
 
     @property
-    def cuda(self) -> bool:
-        return self.device == "cuda"
+    def device(self) -> str:
+        return "cuda" if self.cuda else "cpu"
+
+    @property
+    def batch(self) -> int:
+        return 1024 if self.cuda else 8
+
+    @property
+    def networks(self) -> dict[str, int]:
+        return {"resnet32": 16, "resnet110": 55} if self.cuda else {"resnet8": 4}
+
+    @property
+    def shape(self) -> list[int]:
+        return [3, 32, 32] if self.cuda else [3, 16, 16]
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return ("dgl", "infopro", "augment", "momentum") if self.cuda else ("dgl", "infopro")
+
+    @property
+    def ks(self) -> tuple[int, ...]:
+        return (1, 2, 4, 8) if self.cuda else (1, 2)
+
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        return ("fp32", "bf16", "fp16") if self.cuda else ("fp32", "bf16")
 
 
-def num_units(network: str) -> int:
-    """Units of a CIFAR ResNet: the stem and 3 stages of n blocks."""
-    return 1 + 3 * CIFAR_RESNETS[network]
+CELLS: list[Cell] = []
 
 
-def cifar(network: str, units: int, input_shape: list[int], splits: list[int], aux: dict) -> dict:
-    return {"backbone": network, "input_shape": list(input_shape), "num_classes": 10, "num_units": units,
-            "splits": list(splits), "aux": [dict(aux)] * len(splits)}
+def cell(name: str, claim: str, *, cuda_only: bool = False, minutes: float = 0.5):
+    def add(fn: Callable[[Ctx], dict]) -> Callable[[Ctx], dict]:
+        CELLS.append(Cell(name, claim, fn, cuda_only, minutes))
+        return fn
+
+    return add
 
 
-def aux_entry(family: str, depth: int, width: int) -> dict:
-    """As benchmarks/memory.py: the family's defaults at this depth and width (momentum: DGL's head)."""
-    entry = {"family": family, "depth": depth, "width": width}
-    return {**entry, "head": "dgl"} if family == "momentum" else entry
-
-
-def unit_costs(network: str, input_shape: list[int]) -> list[float]:
-    """Activation cost of each unit (the product of its output shape), as benchmarks/memory.py."""
-    _, outs = trace_shapes(create_units(network, input_shape[0], None), input_shape)
-    return [float(math.prod(o)) for o in outs]
-
-
-def gpu_plan() -> Plan:
-    published = {1: INFOPRO_TABLE3[0][1], 2: INFOPRO_TABLE3[1][1], 3: INFOPRO_TABLE3[2][1], 4: INFOPRO_TABLE3[3][1]}
-    r110_k4 = cifar("resnet110", 55, [3, 32, 32], [9, 17, 30], aux_entry("dgl", 2, 64))
-    r20_k4 = cifar("resnet20", 10, [3, 32, 32], [3, 5, 7], aux_entry("dgl", 1, 32))  # benchmarks/overhead.py
-    return Plan(
-        device="cuda", networks={"resnet32": 16, "resnet110": 55}, input_shape=[3, 32, 32], batch=1024,
-        families=FAMILIES, ks=(1, 2, 4, 8), depth=2, width=64, unit=("GB", 1e9),
-        infopro_network="resnet110", infopro_splits=INFOPRO_SPLITS, infopro_aux=PUBLISHED_DESIGNS["infopro_k2"][1],
-        infopro_published=published,
-        trial_design=cifar("resnet32", 16, [1, 32, 32], [5], aux_entry("dgl", 1, 32)),
-        trial_data={"name": "digits", "image_size": 32},
-        trial_train=TrainConfig(epochs=1, batch_size=256, device="cuda", bn_recalibration_batches=0),
-        oom_design=cifar("resnet110", 55, [1, 256, 256], [17], aux_entry("dgl", 1, 32)),
-        oom_data={"name": "digits", "image_size": 256},
-        timing=[("resnet20 K=4 DGL, batch 128 (benchmarks/overhead.py's design)", r20_k4, 128),
-                ("resnet110 K=4 DGL balanced [9, 17, 30], batch 1024", r110_k4, 1024)],
-        blocks=5, steps=10)
-
-
-def dry_plan() -> Plan:
-    shape = [3, 16, 16]
-    return Plan(
-        device="cpu", networks={"resnet8": 4, "resnet20": 10}, input_shape=shape, batch=8,
-        families=("dgl", "infopro"), ks=(1, 2), depth=1, width=16, unit=("MB", 1e6),
-        infopro_network="resnet8",
-        infopro_splits={k: balanced_splits(unit_costs("resnet8", shape), k) for k in (2, 3, 4)},
-        infopro_aux={"family": "infopro", "depth": 1, "width": 16}, infopro_published={},
-        trial_design=cifar("resnet8", 4, [1, 16, 16], [2], aux_entry("dgl", 1, 16)),
-        trial_data={"name": "digits", "image_size": 16},
-        trial_train=TrainConfig(epochs=1, batch_size=256, device="cpu", threads=1, bn_recalibration_batches=0),
-        oom_design=None, oom_data=None,
-        timing=[("resnet8 K=2 DGL, batch 8, 16x16", cifar("resnet8", 4, shape, [2], aux_entry("dgl", 1, 16)), 8)],
-        blocks=2, steps=2)
-
-
-def table_designs(plan: Plan) -> list[dict]:
-    """One row per (network, family, K); K = 1 is one E2E row per network. Balanced splits."""
-    rows = []
-    for net, n in plan.networks.items():
-        costs = unit_costs(net, plan.input_shape)
-        for k in plan.ks:
-            for fam in (("E2E",) if k == 1 else plan.families):
-                splits = [] if k == 1 else balanced_splits(costs, k)
-                aux = {} if k == 1 else aux_entry(fam, plan.depth, plan.width)
-                rows.append({"network": net, "family": fam, "k": k,
-                             "design": cifar(net, n, plan.input_shape, splits, aux)})
-    return sorted(rows, key=lambda r: (list(plan.networks).index(r["network"]), r["k"], r["family"]))
-
-
-# ---------------------------------------------------------------- measuring
-
-
-def device_used(cuda: bool) -> int | None:
-    """Device memory in use (all processes): total - free from ``torch.cuda.mem_get_info``."""
-    if not cuda:
-        return None
-    free, total = torch.cuda.mem_get_info()
-    return int(total - free)
-
-
-def smi_used() -> int | None:
-    """Device memory in use as nvidia-smi reports it (no CUDA context needed); None without nvidia-smi.
-
-    The first GPU nvidia-smi lists that CUDA_VISIBLE_DEVICES leaves visible (this script uses device 0).
-    """
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index,memory.used", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    used = {}
-    for line in out.strip().splitlines():
-        idx, mib = (s.strip() for s in line.split(","))
-        used[idx] = int(float(mib)) * MIB
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip()
-    return used.get(visible if visible in used else min(used, key=int, default=""), None)
+# ----------------------------------------------------------------- helpers
 
 
 def release(cuda: bool) -> None:
+    import torch
+
     gc.collect()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.empty_cache()
 
 
-class Cells:
-    """Simulated and measured peak of (design, precision), each computed once; failures kept."""
+def design_of(network: str, units: int, shape: list[int], splits: list[int], aux: dict) -> dict:
+    return {"backbone": network, "input_shape": list(shape), "num_classes": 10, "num_units": units,
+            "splits": list(splits), "aux": [dict(aux)] * len(splits)}
 
-    def __init__(self, plan: Plan) -> None:
-        self.plan = plan
-        self.sim: dict[str, dict] = {}
-        self.meas: dict[str, dict] = {}
 
-    @staticmethod
-    def key(design: dict, precision: str) -> str:
-        return json.dumps([design, precision], sort_keys=True)
+def aux_entry(family: str, depth: int = 2, width: int = 64) -> dict:
+    entry = {"family": family, "depth": depth, "width": width}
+    return {**entry, "head": "dgl"} if family == "momentum" else entry
 
-    def simulate(self, design: dict, precision: str) -> dict:
-        k = self.key(design, precision)
-        if k not in self.sim:
-            start = time.perf_counter()
-            try:
-                self.sim[k] = {"simulated": memory.simulate(design, self.plan.batch,
-                                                            train=TrainConfig(precision=precision))}
-            except Exception as exc:  # a failing design is a result to report
-                self.sim[k] = {"error": f"simulate: {short(exc)}"}
-            self.sim[k]["simulate_s"] = time.perf_counter() - start
-        return self.sim[k]
 
-    def measure(self, design: dict, precision: str) -> dict:
-        k = self.key(design, precision)
-        if k not in self.meas:
-            cuda = self.plan.cuda
-            release(cuda)
-            start = time.perf_counter()
-            out: dict[str, Any] = {}
-            try:
-                if cuda:
-                    out["resident_before"] = int(torch.cuda.memory_allocated())
-                out["measured"] = memory.measure(design, self.plan.batch, train=TrainConfig(precision=precision),
-                                                 device=self.plan.device)
-                if cuda:  # cuda_peak reset the peaks, so these are the step's (model built before it)
-                    out["reserved_peak"] = int(torch.cuda.max_memory_reserved())
-                    out["reserved_now"] = int(torch.cuda.memory_reserved())
-                    out["used_after"] = device_used(True)
-            except Exception as exc:
-                out["error"] = f"measure: {short(exc)}"
-            out["measure_s"] = time.perf_counter() - start
-            release(cuda)
-            self.meas[k] = out
-        return self.meas[k]
+def cifar_like(shape: list[int], n_train: int):
+    """Random CIFAR-shaped uint8 images held as tensors (what CIFAR loads to): train, validation and test."""
+    import torch
 
-    def both(self, design: dict, precision: str) -> dict:
-        out = {**self.simulate(design, precision), **self.measure(design, precision)}
-        errors = [v for k, v in (*self.sim[self.key(design, precision)].items(),
-                                 *self.meas[self.key(design, precision)].items()) if k == "error"]
-        if errors:
-            out["error"] = "; ".join(errors)
-        if "simulated" in out and "measured" in out:
-            out["error_pct"] = 100.0 * (out["simulated"] - out["measured"]) / out["measured"]
-        return out
+    from auxsearch.tasks.data import ImageData
+    from auxsearch.tasks.tensor_data import TensorImages
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, augment: bool) -> TensorImages:
+        return TensorImages(torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=g),
+                            torch.randint(0, 10, (n,), generator=g), augment)
+
+    return ImageData(train=split(n_train, True), val=split(64, False), test=split(64, False), in_chans=shape[0],
+                     num_classes=10, image_size=shape[1], mean=(0.5,) * shape[0], std=(0.25,) * shape[0])
+
+
+def trial_peak(design: dict, precision: str, batch: int, device: str) -> int:
+    """The peak a search trial records for ``design``: ``fit`` over two steps on tensor data on the device."""
+    from auxsearch.config import TrainConfig
+    from auxsearch.train.loop import fit
+
+    cfg = TrainConfig(epochs=1, batch_size=batch, precision=precision, device=device, bn_recalibration_batches=0,
+                      eval_batch_size=64, lr=0.01)
+    return fit(design, train=cfg, data=cifar_like(design["input_shape"], 2 * batch)).peak_memory_bytes
+
+
+def simulated_peak(design: dict, precision: str, batch: int) -> int:
+    from auxsearch.config import TrainConfig
+    from auxsearch.train import memory
+
+    return memory.simulate(design, batch, train=TrainConfig(precision=precision, batch_size=batch))
 
 
 def short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
+    return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
 
 
-# ---------------------------------------------------------------- 1. the memory truth table
-
-
-def memory_table(plan: Plan, cells: Cells, deadline: float) -> list[dict]:
-    rows = []
-    designs = table_designs(plan)
-    for i, row in enumerate(designs, 1):
-        row = {**row, "splits": row["design"]["splits"]}
-        if time.monotonic() > deadline:
-            row["skipped"] = "time limit"
-            print(f"  [{i}/{len(designs)}] {label(row)}: skipped (time limit)", flush=True)
-            rows.append(row)
-            continue
-        for p in PRECISIONS:
-            row[p] = cells.both(row["design"], p)
-            print(f"  [{i}/{len(designs)}] {label(row)} {p}: {cell_line(plan, row[p])}", flush=True)
-        f32, b16 = row["fp32"], row["bf16"]
-        for what in ("measured", "simulated"):
-            if what in f32 and what in b16:
-                row[f"bf16_ratio_{what}"] = b16[what] / f32[what]
-        rows.append(row)
-    return rows
-
-
-def label(row: dict) -> str:
-    return f"{row['network']} {row['family']} K={row['k']} {row['splits']}"
-
-
-def size(plan: Plan, v: float | None) -> str:
-    return "" if v is None else f"{v / plan.unit[1]:.3f}"
-
-
-def cell_line(plan: Plan, c: dict) -> str:
-    if "error_pct" in c:
-        return (f"simulated {size(plan, c['simulated'])} {plan.unit[0]}, measured {size(plan, c['measured'])} "
-                f"{plan.unit[0]} ({c['error_pct']:+.1f}%), {c['simulate_s'] + c['measure_s']:.1f} s")
-    return f"FAILED {c.get('error', '')}"
-
-
-def memory_rows_md(plan: Plan, rows: list[dict]) -> str:
-    u = plan.unit[0]
-    header = ["network", "family", "K", "splits"]
-    for p in PRECISIONS:
-        header += [f"{p} simulated ({u})", f"{p} measured ({u})", f"{p} error %"]
-    header += ["bf16/fp32 measured", "bf16/fp32 simulated"]
-    body, notes = [], []
-    for r in rows:
-        line = [r["network"], r["family"], r["k"], r["splits"]]
-        if "skipped" in r:
-            body.append(line + [f"skipped ({r['skipped']})"] + [""] * (len(header) - 5))
-            continue
-        for p in PRECISIONS:
-            c = r[p]
-            if "error" in c:
-                notes.append(f"- {label(r)} {p} failed: `{c['error'].replace('|', '/')}`")
-            line += [size(plan, c.get("simulated")) or "failed", size(plan, c.get("measured")) or "failed",
-                     f"{c['error_pct']:+.1f}" if "error_pct" in c else "error"]
-        line += [f"{r[k]:.3f}" if k in r else "" for k in ("bf16_ratio_measured", "bf16_ratio_simulated")]
-        body.append(line)
-    return "\n".join([markdown_table(header, body), *([""] + notes if notes else [])])
-
-
-def memory_verdict(plan: Plan, rows: list[dict]) -> dict:
-    errs = [(abs(r[p]["error_pct"]), f"{label(r)} {p}") for r in rows if "skipped" not in r for p in PRECISIONS
-            if "error_pct" in r[p]]
-    failed = [f"{label(r)} {p}" for r in rows if "skipped" not in r for p in PRECISIONS if "error_pct" not in r[p]]
-    skipped = [label(r) for r in rows if "skipped" in r]
-    over = [f"{name} ({e:.1f}%)" for e, name in errs if e > ERROR_TARGET]
-    worst = max(errs, default=(float("nan"), "none"))
-    where = "CUDA max_memory_allocated" if plan.cuda else "CPU live-bytes counter (dry run)"
-    ok = bool(errs) and not over and not failed
-    resident = [r[p].get("resident_before", 0) for r in rows if "skipped" not in r for p in PRECISIONS]
-    held = (f"; allocated before a step (cuBLAS workspaces ...; inside the measured peak): max "
-            f"{max(resident, default=0) / MIB:.1f} MiB" if plan.cuda else "")
-    detail = (f"simulated within {ERROR_TARGET:.0f}% of the {where} on {len(errs)} cells: max |error| "
-              f"{worst[0]:.1f}% ({worst[1]}); over: {', '.join(over) or 'none'}; failed: {', '.join(failed) or 'none'}"
-              + (f"; not run (time limit): {len(skipped)} rows" if skipped else "") + held)
-    return {"check": "1. memory truth table", "status": "MET" if ok else "MISSED", "detail": detail}
-
-
-# ---------------------------------------------------------------- 2. fixed overhead + InfoPro Table 3
-
-
-def fixed_overhead(plan: Plan, cells: Cells, smi_before: int | None) -> dict:
-    """Context, libraries and allocator caching around one ResNet-110 E2E step (fp32), in bytes."""
-    e2e = cifar(plan.infopro_network, num_units(plan.infopro_network), plan.input_shape, [], {})
-    if not plan.cuda:
-        cell = cells.both(e2e, "fp32")  # the CPU stand-in still runs the E2E step the overhead is taken around
-        return {"status": NO_CUDA, "cpu_measured": cell.get("measured"), "design": e2e}
-    torch.cuda.init()
-    ctx_used = device_used(True)
-    smi_ctx = smi_used()
-    cell = cells.both(e2e, "fp32")
-    # Cells.measure released the cache after the step; used_after / reserved_now are as the step left them.
-    out = {"design": e2e, "smi_before": smi_before, "smi_context": smi_ctx, "used_context": ctx_used,
-           "used_after_step": cell.get("used_after"), "max_allocated": cell.get("measured"),
-           "max_reserved": cell.get("reserved_peak"), "reserved_after_step": cell.get("reserved_now"),
-           "simulated": cell.get("simulated"), "error": cell.get("error")}
-    if "error" in cell and "measured" not in cell:
-        return {**out, "status": "FAILED"}
-    out["context"] = smi_ctx - smi_before if smi_before is not None and smi_ctx is not None else None
-    # outside the allocator: context, cuDNN / cuBLAS handles and loaded kernels (what nvidia-smi adds)
-    out["outside_allocator"] = out["used_after_step"] - out["reserved_after_step"]
-    out["libraries"] = out["used_after_step"] - out["reserved_after_step"] - ctx_used
-    out["caching"] = out["max_reserved"] - out["max_allocated"]
-    out["status"] = "measured"
-    return out
-
-
-def fixed_overhead_end(plan: Plan, fixed: dict) -> None:
-    """The same figures at the end of the run (more kernels loaded, bf16 included)."""
-    if plan.cuda and fixed.get("status") == "measured":
-        release(True)
-        fixed["outside_allocator_end"] = device_used(True) - int(torch.cuda.memory_reserved())
-        fixed["smi_end"] = smi_used()
-
-
-def fixed_verdict(fixed: dict) -> dict:
-    if fixed["status"] != "measured":
-        return {"check": "2. device fixed overhead", "status": fixed["status"],
-                "detail": fixed.get("error") or "see section 2"}
-    return {"check": "2. device fixed overhead", "status": "measured",
-            "detail": f"outside the allocator {fixed['outside_allocator'] / MIB:,.0f} MiB after one step "
-                      f"(context {'n/a' if fixed['context'] is None else format(fixed['context'] / MIB, ',.0f')} MiB), "
-                      f"allocator caching {fixed['caching'] / MIB:,.0f} MiB"}
-
-
-def fixed_md(plan: Plan, fixed: dict) -> str:
-    if fixed["status"] != "measured":
-        extra = (f" (the CPU stand-in measured the E2E step at {size(plan, fixed['cpu_measured'])} {plan.unit[0]})"
-                 if fixed.get("cpu_measured") else "")
-        return f"Device fixed overhead: {fixed['status']}{extra}{': ' + fixed['error'] if fixed.get('error') else ''}"
-
-    def mib(v):
-        return "n/a" if v is None else f"{v / MIB:,.0f} MiB ({v / 1e9:.3f} GB)"
-
-    rows = [["in use before any CUDA call (nvidia-smi)", mib(fixed["smi_before"])],
-            ["in use after creating the CUDA context (mem_get_info)", mib(fixed["used_context"])],
-            ["CUDA context (nvidia-smi after - before)", mib(fixed["context"])],
-            ["in use after one step (mem_get_info)", mib(fixed["used_after_step"])],
-            ["`max_memory_allocated` over the step", mib(fixed["max_allocated"])],
-            ["`max_memory_reserved` over the step", mib(fixed["max_reserved"])],
-            ["`memory_reserved` after the step", mib(fixed["reserved_after_step"])],
-            ["allocator caching (max reserved - max allocated)", mib(fixed["caching"])],
-            ["libraries loaded by the step (cuDNN, cuBLAS, kernels)", mib(fixed["libraries"])],
-            ["outside the allocator after the step (context + libraries)", mib(fixed["outside_allocator"])],
-            ["outside the allocator at the end of the run", mib(fixed.get("outside_allocator_end"))]]
-    ratio = fixed["max_reserved"] / fixed["max_allocated"]
-    card = 12e9 * ratio + fixed["outside_allocator"]
-    total = torch.cuda.get_device_properties(0).total_memory
-    return "\n".join([
-        f"Around one fp32 step of {fixed['design']['backbone']} E2E at batch {plan.batch} (mem_get_info counts "
-        f"every process on the device; this card has {total / 1e9:.2f} GB):", "",
-        markdown_table(["what", "bytes"], rows), "",
-        f"So a `memory.budget: 12GB` (compared with the simulated peak: allocator bytes) needs about 12 GB x "
-        f"{ratio:.3f} (reserved / allocated on this step) + {fixed['outside_allocator'] / 1e9:.2f} GB (outside "
-        f"the allocator) = {card / 1e9:.2f} GB of the card's memory."])
-
-
-def infopro_rows(plan: Plan, cells: Cells, fixed: dict) -> list[dict]:
-    net, n = plan.infopro_network, num_units(plan.infopro_network)
-    rows = []
-    for k in (1, *sorted(plan.infopro_splits)):
-        splits = plan.infopro_splits.get(k, [])
-        design = cifar(net, n, plan.input_shape, splits, plan.infopro_aux if k > 1 else {})
-        cell = cells.both(design, "fp32")
-        row = {"name": "E2E" if k == 1 else f"InfoPro* K={k}", "k": k, "splits": splits, **cell,
-               "published": plan.infopro_published.get(k)}
-        if "reserved_peak" in cell and fixed.get("outside_allocator") is not None:
-            row["card"] = cell["reserved_peak"] + fixed["outside_allocator"]
-        print(f"  InfoPro row {row['name']} {splits}: {cell_line(plan, cell)}", flush=True)
-        rows.append(row)
-    return rows
-
-
-def infopro_md(plan: Plan, rows: list[dict]) -> str:
-    u, scale = plan.unit
-    header = ["design", "splits", f"simulated ({u})", f"measured allocated ({u})", f"reserved peak ({u})",
-              f"reserved + outside allocator ({u})", f"published Titan Xp ({u})", "published - simulated",
-              "published - (reserved + outside)"]
-    body = []
-    for r in rows:
-        pub = None if r["published"] is None else r["published"] * 1e9
-        body.append([r["name"], r["splits"], size(plan, r.get("simulated")) or "failed",
-                     size(plan, r.get("measured")) or ("failed" if plan.cuda else "n/a"),
-                     size(plan, r.get("reserved_peak")) or "n/a", size(plan, r.get("card")) or "n/a",
-                     size(plan, pub) or "n/a (dry run)",
-                     f"{(pub - r['simulated']) / scale:+.3f}" if pub and "simulated" in r else "",
-                     f"{(pub - r['card']) / scale:+.3f}" if pub and "card" in r else ""])
-    return markdown_table(header, body)
-
-
-# ---------------------------------------------------------------- 3 + 4. isolated trials: OOM and freeing
-
-
-def wait_back(baseline: int, cuda: bool) -> dict:
-    """Device memory in use right after a trial returned, and once back within tolerance (or after the wait)."""
-    if not cuda:
-        return {}
-    right_after = device_used(True)
-    start, now = time.monotonic(), right_after
-    while now - baseline > FREE_TOLERANCE and time.monotonic() - start < FREE_WAIT_S:
-        time.sleep(0.25)
-        now = device_used(True)
-    return {"baseline": baseline, "right_after": right_after, "after_wait": now,
-            "wait_s": time.monotonic() - start, "freed": now - baseline <= FREE_TOLERANCE}
-
-
-def isolated(design: dict, train: TrainConfig, data: dict, cuda: bool) -> dict:
-    """One trial through isolation.fit_in_subprocess, as the study's objective runs it; never raises."""
-    release(cuda)
-    baseline = device_used(cuda)
-    start = time.perf_counter()
-    out: dict[str, Any] = {"device": train.device}
+def smi_used() -> int | None:
+    """Device memory in use as nvidia-smi reports it for the first visible GPU; None when it cannot tell
+    (no nvidia-smi, "[N/A]" on a MIG slice or a passive GPU, an unexpected line)."""
     try:
-        result, params = fit_in_subprocess(design, train, data, None)
-        out.update(outcome="returned", score=result.score, peak=result.peak_memory_bytes, params=params)
-    except TrialOutOfMemory as exc:
-        out.update(outcome="TrialOutOfMemory", reached=exc.reached, message=str(exc)[:200])
-    except Exception as exc:
-        out.update(outcome=type(exc).__name__, message=short(exc))
-    out["seconds"] = time.perf_counter() - start
-    if cuda:
-        out["memory"] = wait_back(baseline, cuda)
-    return out
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,uuid,memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return parse_smi(out, os.environ.get("CUDA_VISIBLE_DEVICES", ""))
 
 
-def isolation_checks(plan: Plan) -> dict:
-    """Check 3 (OOM -> TrialOutOfMemory, reached > 0) and check 4 (the GPU freed after each trial)."""
-    trials = []
-    if plan.cuda and plan.oom_design is not None:
-        for dev in ("cuda", "auto"):
-            train = TrainConfig(epochs=1, batch_size=plan.batch, device=dev, bn_recalibration_batches=0,
-                                eval_batch_size=64)
-            t = {"what": f"cannot fit: {plan.oom_design['backbone']} at {plan.oom_design['input_shape']}, "
-                         f"batch {plan.batch}, train.device {dev}", "kind": "oom",
-                 **isolated(plan.oom_design, train, plan.oom_data, True)}
-            print(f"  isolated OOM trial (device {dev}): {t['outcome']}, reached {t.get('reached')}, "
-                  f"{t['seconds']:.1f} s", flush=True)
-            trials.append(t)
-    t = {"what": f"trains: {plan.trial_design['backbone']} K={len(plan.trial_design['splits']) + 1} on digits "
-                 f"{plan.trial_data['image_size']}px, 1 epoch, train.device {plan.trial_train.device}",
-         "kind": "fits", **isolated(plan.trial_design, plan.trial_train, plan.trial_data, plan.cuda)}
-    print(f"  isolated trial that fits: {t['outcome']}, {t['seconds']:.1f} s "
-          f"{t.get('message', '')}", flush=True)
-    trials.append(t)
-    return {"trials": trials}
+def parse_smi(out: str, visible: str) -> int | None:
+    used = {}
+    for line in out.strip().splitlines():
+        parts = [s.strip() for s in line.split(",")]
+        if len(parts) != 3:
+            continue
+        idx, uuid, mib = parts
+        try:
+            used[idx] = used[uuid] = int(float(mib)) * MIB
+        except ValueError:  # "[N/A]", "[Not Supported]"
+            continue
+    first = visible.split(",")[0].strip()
+    if first in used:
+        return used[first]
+    indices = sorted((k for k in used if k.isdigit()), key=int)
+    return used[indices[0]] if indices and not first else None
 
 
-def isolation_verdicts(plan: Plan, iso: dict) -> list[dict]:
-    trials = iso["trials"]
-    fits = [t for t in trials if t["kind"] == "fits"]
-    if not plan.cuda:
-        ran = fits[0]["outcome"] == "returned"
-        return [{"check": "3. CUDA OOM -> TrialOutOfMemory", "status": NO_CUDA, "detail": "needs a GPU"},
-                {"check": "4. isolation frees the GPU", "status": NO_CUDA if ran else "FAILED",
-                 "detail": f"the CPU stand-in trial through fit_in_subprocess: {fits[0]['outcome']} in "
-                           f"{fits[0]['seconds']:.1f} s {fits[0].get('message', '')}".rstrip()}]
-    out = []
-    for t in (t for t in trials if t["kind"] == "oom"):
-        ok = t["outcome"] == "TrialOutOfMemory" and (t.get("reached") or 0) > 0
-        reached = "None" if t.get("reached") is None else f"{t['reached'] / 1e9:.2f} GB"
-        note = ("" if ok or t["outcome"] != "TrialOutOfMemory" else
-                " (isolation._child asks peak_reached(str(train.device)); with 'auto' that is no CUDA name,"
-                " so the child sends None and the objective falls back on the parent's own counter)")
-        out.append({"check": f"3. CUDA OOM -> TrialOutOfMemory, reached > 0 (train.device {t['device']})",
-                    "status": "PASS" if ok else "FAIL",
-                    "detail": f"{t['outcome']}, reached {reached}, {t['seconds']:.1f} s; "
-                              f"{t.get('message', '')[:140]}{note}"})
-    for t in trials:
-        m = t.get("memory", {})
-        ok = bool(m.get("freed")) and (t["kind"] == "oom" or t["outcome"] == "returned")
-        detail = (f"{t['what']}: {t['outcome']}; in use before {m.get('baseline', 0) / MIB:,.0f} MiB, right after "
-                  f"{m.get('right_after', 0) / MIB:,.0f} MiB, after {m.get('wait_s', 0):.1f} s "
-                  f"{m.get('after_wait', 0) / MIB:,.0f} MiB (tolerance {FREE_TOLERANCE / MIB:.0f} MiB)")
-        out.append({"check": "4. isolation frees the GPU", "status": "PASS" if ok else "FAIL", "detail": detail})
-    return out
+# ----------------------------------------------------------------- the cells
 
 
-def trials_md(plan: Plan, iso: dict) -> str:
+def memory_rows(ctx: Ctx) -> list[dict]:
+    from auxsearch.design.space import balanced_splits
+    from auxsearch.model.engine import trace_shapes
+
     rows = []
-    for t in iso["trials"]:
-        m = t.get("memory", {})
+    for net, units in ctx.networks.items():
+        from auxsearch.backbones import create_units
 
-        def mib(key, m=m):
-            return f"{m[key] / MIB:,.0f}" if key in m else "n/a"
-
-        reached = t.get("reached", t.get("peak"))
-        rows.append([t["what"], t["outcome"], "None" if reached is None else f"{reached / 1e9:.3f}",
-                     f"{t['seconds']:.1f}", mib("baseline"), mib("right_after"), mib("after_wait"),
-                     f"{m['wait_s']:.1f}" if "wait_s" in m else "n/a"])
-    return markdown_table(["isolated trial", "outcome", "reached / measured peak (GB)", "seconds",
-                           "in use before (MiB)", "right after (MiB)", "after wait (MiB)", "wait (s)"], rows)
-
-
-# ---------------------------------------------------------------- 5. step time
+        _, outs = trace_shapes(create_units(net, ctx.shape[0], None), ctx.shape)
+        costs = [float(o[0] * o[1] * o[2]) for o in outs]
+        for k in ctx.ks:
+            for fam in ("E2E",) if k == 1 else ctx.families:
+                splits = [] if k == 1 else balanced_splits(costs, k)
+                rows.append({"network": net, "family": fam, "k": k,
+                             "design": design_of(net, units, ctx.shape, splits, {} if k == 1 else aux_entry(fam))})
+    return rows
 
 
-def step_times(design: dict, batch: int, device: str, blocks: int, steps: int) -> dict:
-    """Median seconds per step of train_step and of the hand-written loop, interleaved blocks, synchronised."""
+@cell("memory", "simulated peak vs the peak a trial records: memory-table designs x fp32, bf16, fp16", minutes=3.5)
+def memory_cell(ctx: Ctx) -> dict:
+    rows, worst = [], 0.0
+    for row in memory_rows(ctx):
+        for p in ctx.precisions:
+            if time.monotonic() > ctx.deadline:
+                rows.append({**row, "precision": p, "error": "skipped: time limit"})
+                continue
+            release(ctx.cuda)
+            try:
+                sim, meas = simulated_peak(row["design"], p, ctx.batch), trial_peak(row["design"], p, ctx.batch,
+                                                                                    ctx.device)
+                err = 100.0 * (sim - meas) / meas
+                worst = max(worst, abs(err))
+                rows.append({**row, "precision": p, "simulated": sim, "measured": meas, "error_pct": err})
+            except Exception as exc:  # one failing row is a row
+                rows.append({**row, "precision": p, "error": short(exc)})
+            print(f"  memory {row['network']} {row['family']} K={row['k']} {p}: {rows[-1].get('error_pct', rows[-1].get('error'))}",
+                  flush=True)
+    failed = [r for r in rows if "error" in r]
+    ok = not failed and worst <= ERROR_TARGET
+    return {"status": "MET" if ok else "MISSED", "rows": rows,
+            "detail": f"largest |error| {worst:.2f} % over {len(rows) - len(failed)} rows (target {ERROR_TARGET:g} %)"
+                      + (f"; {len(failed)} rows failed or skipped" if failed else "")}
+
+
+@cell("infopro", "InfoPro Table 3 designs (ResNet-110, batch 1024) against the paper", minutes=0.7)
+def infopro_cell(ctx: Ctx) -> dict:
+    import torch
+
+    from auxsearch.config import PUBLISHED_DESIGNS
+
+    net, units = ("resnet110", 55) if ctx.cuda else ("resnet8", 4)
+    splits = INFOPRO_SPLITS if ctx.cuda else {2: [2]}
+    aux = PUBLISHED_DESIGNS["infopro_k2"][1]
+    rows = []
+    for k in (1, *splits):
+        d = design_of(net, units, ctx.shape, splits.get(k, []), {} if k == 1 else aux)
+        release(ctx.cuda)
+        sim = simulated_peak(d, "fp32", ctx.batch)
+        meas = trial_peak(d, "fp32", ctx.batch, ctx.device)
+        card = None
+        if ctx.cuda:
+            free, total = torch.cuda.mem_get_info()
+            card = int(total - free)  # what nvidia-smi would show while the step's memory is cached
+        rows.append({"k": k, "splits": splits.get(k, []), "simulated": sim, "measured": meas, "card": card,
+                     "published_gb": INFOPRO_PUBLISHED.get(k) if ctx.cuda else None,
+                     "error_pct": 100.0 * (sim - meas) / meas})
+    worst = max(abs(r["error_pct"]) for r in rows)
+    return {"status": "MET" if worst <= ERROR_TARGET else "MISSED", "rows": rows,
+            "detail": f"simulated vs measured within {worst:.2f} %; the paper's figures are nvidia-smi's (context "
+                      "and caching included), beside the card's use in the table"}
+
+
+@cell("oom", "an isolated trial that cannot fit: out of memory, its own peak reached, infeasible", cuda_only=True)
+def oom_cell(ctx: Ctx) -> dict:
+    from auxsearch.config import TrainConfig
+    from auxsearch.train.devices import oom_verdict
+    from auxsearch.train.isolation import TrialOutOfMemory, fit_in_subprocess
+
+    d = design_of("resnet110", 55, [1, 256, 256], [17], aux_entry("dgl", 1, 32))
+    cfg = TrainConfig(epochs=1, batch_size=1024, device="cuda", bn_recalibration_batches=0, eval_batch_size=64)
+    try:
+        fit_in_subprocess(d, cfg, {"name": "digits", "image_size": 256}, None)
+    except TrialOutOfMemory as exc:
+        verdict = oom_verdict(exc.reached, exc.limit)
+        ok = (exc.reached or 0) > 0 and verdict == "infeasible"
+        return {"status": "PASS" if ok else "FAIL",
+                "detail": f"reached {exc.reached}, limit {exc.limit}, verdict {verdict}"}
+    return {"status": "FAIL", "detail": "the trial fitted: no out of memory to check"}
+
+
+@cell("isolated-loader", "an isolated trial of a DataLoader data set with loader workers trains")
+def isolated_loader_cell(ctx: Ctx) -> dict:
+    from auxsearch.config import TrainConfig
+    from auxsearch.train.isolation import fit_in_subprocess
+
+    d = {"task": {"name": "segmentation", "args": {"levels": 2, "decoder_channels": 16}}, "backbone": "resnet8",
+         "input_shape": [3, 48, 48], "num_classes": 5, "num_units": 4, "splits": [2],
+         "aux": [{"family": "dgl", "depth": 1, "width": 16}]}
+    cfg = TrainConfig(epochs=1, batch_size=32, device=ctx.device, loader_workers=2, optimizer="adamw", lr=0.003,
+                      bn_recalibration_batches=1)
+    result, _ = fit_in_subprocess(d, cfg, {"name": "scenes", "image_size": 48, "num_train": 128, "num_test": 32},
+                                  None, timeout=300)
+    return {"status": "PASS", "detail": f"trained in {result.seconds:.1f} s, mIoU {result.score:.3f}, "
+                                        f"peak {result.peak_memory_bytes / MIB:.1f} MiB on {result.device}"}
+
+
+@cell("workers", "run --workers 2 on one GPU: shared, no false infeasible, confirmation on the workers", minutes=1.5)
+def workers_cell(ctx: Ctx) -> dict:
+    import optuna
+
+    from auxsearch.store.heartbeat import WORKER_KEY
+    from auxsearch.store.records import load_records
+    from auxsearch.store.storage import open_storage
+
+    with tempfile.TemporaryDirectory() as tmp:
+        study = Path(tmp) / "study.yaml"
+        study.write_text(yaml.safe_dump({
+            "name": "gpu-truth", "data": {"name": "digits", "image_size": 32}, "backbone": {"name": "resnet20"},
+            "search_space": {"modules": {"low": 2, "high": 4}, "splits": "balanced", "families": ["dgl", "infopro"],
+                             "depth": 1, "width": [16, 32]},
+            "train": {"epochs": 2, "batch_size": 128, "lr": 0.05, "device": ctx.device}, "sampler": {"name": "tpe"},
+            "n_trials": 6, "confirm": {"seeds": 2, "max_designs": 1}, "output": str(Path(tmp) / "run")}))
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0]}
+        done = subprocess.run([sys.executable, "-m", "auxsearch", "run", str(study), "--workers", "2", "--no-progress"],
+                              capture_output=True, text=True, timeout=420, env=env, cwd=ROOT)
+        if done.returncode != 0:
+            return {"status": "FAIL", "detail": f"exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
+        url = f"journal:{Path(tmp) / 'run' / 'study.journal'}"
+        recs = load_records(url, "gpu-truth")
+        jobs = optuna.load_study(study_name="gpu-truth:confirm", storage=open_storage(url, writes=False)).trials
+    infeasible = [r["trial"] for r in recs if r["state"] == "INFEASIBLE"]
+    confirmed = [t for t in jobs if t.state.name == "COMPLETE"]
+    on_workers = all(t.system_attrs.get(WORKER_KEY) for t in confirmed)
+    shared = ("share" in done.stderr) if ctx.cuda else True
+    ok = not infeasible and len(confirmed) == 4 and on_workers and shared
+    return {"status": "PASS" if ok else "FAIL",
+            "detail": f"{sum(r['state'] == 'COMPLETE' for r in recs)} complete, infeasible {infeasible or 'none'}; "
+                      f"{len(confirmed)} of 4 retrainings complete on the workers; share announced: {shared}"}
+
+
+@cell("step-time", "train_step against a hand-written loop of the same modules (target <= 1.05)")
+def step_time_cell(ctx: Ctx) -> dict:
+    import copy
+    import statistics
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from overhead import hand_written_step
+
+    from auxsearch.config import TrainConfig
+    from auxsearch.model.engine import build, make_optimizer, train_step
+
+    d = design_of("resnet20", 10, ctx.shape, [3, 5, 7], aux_entry("dgl", 1, 32))
+    batch = 128 if ctx.cuda else 8
     torch.manual_seed(0)
-    ours = build(design).to(device)
+    ours = build(d).to(ctx.device)
     theirs = copy.deepcopy(ours)
-    x = torch.rand(batch, *design["input_shape"], device=device)
-    y = torch.randint(0, design["num_classes"], (batch,), device=device)
+    x = torch.rand(batch, *ctx.shape, device=ctx.device)
+    y = torch.randint(0, 10, (batch,), device=ctx.device)
     opt_a, _ = make_optimizer(ours, TrainConfig(), 1000)
     opt_b, _ = make_optimizer(theirs, TrainConfig(), 1000)
-    heads = [a.end for a in theirs.aux]
-    xb = (x - theirs.mean) / theirs.std  # auxsearch normalises inside; the hand loop gets a normalised batch
+    heads, xb = [a.end for a in theirs.aux], (x - theirs.mean) / theirs.std
 
-    def sync() -> None:
-        if device == "cuda":
+    def timed(fn, steps: int = 10 if ctx.cuda else 2) -> float:
+        if ctx.cuda:
             torch.cuda.synchronize()
-
-    def ours_step() -> None:
-        train_step(ours, opt_a, x, y)
-
-    def theirs_step() -> None:
-        hand_written_step(theirs.stages, heads, theirs.head, opt_b, xb, y)
-
-    def timed(fn) -> float:
-        sync()
         start = time.perf_counter()
         for _ in range(steps):
             fn()
-        sync()
+        if ctx.cuda:
+            torch.cuda.synchronize()
         return (time.perf_counter() - start) / steps
 
-    for _ in range(3):  # warm-up: cuDNN algorithm choice, allocator, optimizer state
-        ours_step()
-        theirs_step()
-    a, b = [], []
-    for _ in range(blocks):
-        a.append(timed(ours_step))
-        b.append(timed(theirs_step))
-    return {"ours": statistics.median(a), "theirs": statistics.median(b), "blocks": blocks, "steps": steps}
+    def a():
+        train_step(ours, opt_a, x, y)
+
+    def b():
+        hand_written_step(theirs.stages, heads, theirs.head, opt_b, xb, y)
+
+    for _ in range(3):
+        a()
+        b()
+    ta, tb = zip(*((timed(a), timed(b)) for _ in range(5 if ctx.cuda else 2)), strict=True)
+    ratio = statistics.median(ta) / statistics.median(tb)
+    return {"status": ("MET" if ratio <= STEP_TARGET else "MISSED") if ctx.cuda else "ran on CPU",
+            "detail": f"{statistics.median(ta) * 1e3:.2f} ms vs {statistics.median(tb) * 1e3:.2f} ms: ratio {ratio:.3f}"}
 
 
-def timing_checks(plan: Plan) -> list[dict]:
+@cell("pipeline", "device batches (cut, augmented, converted on the GPU) against the step they feed")
+def pipeline_cell(ctx: Ctx) -> dict:
+    import torch
+
+    from auxsearch.config import TrainConfig
+    from auxsearch.model.engine import build, make_optimizer, train_step
+    from auxsearch.train.data import train_batches
+
+    batch = 512 if ctx.cuda else 16
+    data = cifar_like(ctx.shape, 8 * batch)
+    cfg = TrainConfig(batch_size=batch, device=ctx.device)
+    device = torch.device(ctx.device)
+    d = design_of("resnet20", 10, ctx.shape, [5], aux_entry("dgl", 1, 32))
+    model = build(d).to(device)
+    opt, _ = make_optimizer(model, cfg, 100)
+
+    def sync() -> None:
+        if ctx.cuda:
+            torch.cuda.synchronize()
+
+    loader = train_batches(data, cfg, device)
+    batches = list(loader)  # warm-up: the device copy, the first gather
+    sync()
+    start = time.perf_counter()
+    batches = list(loader)
+    sync()
+    load = (time.perf_counter() - start) / len(batches)
+    train_step(model, opt, *batches[0])
+    sync()
+    start = time.perf_counter()
+    for x, y in batches:
+        train_step(model, opt, x, y)
+    sync()
+    step = (time.perf_counter() - start) / len(batches)
+    return {"status": "PASS" if load < step else "MISSED",
+            "detail": f"batch {batch}: {load * 1e3:.2f} ms to make a batch, {step * 1e3:.2f} ms per step "
+                      f"({load / step:.2f} of a step)"}
+
+
+@cell("bf16", "bf16 is native on this GPU, or a study asking for it is refused", cuda_only=True, minutes=0.1)
+def bf16_cell(ctx: Ctx) -> dict:
+    import torch
+
+    from auxsearch.errors import ConfigError
+    from auxsearch.train.devices import check_precision
+
+    native = torch.cuda.is_bf16_supported(including_emulation=False)
+    try:
+        check_precision("bf16", torch.device("cuda"))
+        return {"status": "PASS" if native else "FAIL", "detail": f"native bf16: {native}; accepted"}
+    except ConfigError as exc:
+        return {"status": "PASS" if not native else "FAIL", "detail": f"native bf16: {native}; refused: {exc}"}
+
+
+# ----------------------------------------------------------------- running and reporting
+
+
+def run_cells(ctx: Ctx, cells: list[Cell]) -> list[dict]:
+    """Every cell in order; one that raises is a FAILED row naming the error, and the next one runs."""
     out = []
-    for name, design, batch in plan.timing:
-        release(plan.cuda)
-        try:
-            t = step_times(design, batch, plan.device, plan.blocks, plan.steps)
-            t["ratio"] = t["ours"] / t["theirs"]
-            print(f"  step time {name}: ours {t['ours'] * 1e3:.2f} ms, hand-written {t['theirs'] * 1e3:.2f} ms, "
-                  f"ratio {t['ratio']:.3f}", flush=True)
-        except Exception as exc:
-            t = {"error": short(exc)}
-            print(f"  step time {name}: FAILED {t['error']}", flush=True)
-        out.append({"name": name, **t})
-        release(plan.cuda)
+    for c in cells:
+        start = time.monotonic()
+        if c.cuda_only and not ctx.cuda:
+            res = {"status": "skipped (no CUDA)", "detail": "needs a GPU"}
+        else:
+            print(f"{c.name}: {c.claim}", flush=True)
+            try:
+                res = c.run(ctx)
+            except Exception as exc:
+                res = {"status": "FAILED", "detail": short(exc), "traceback": traceback.format_exc()[-2000:]}
+            release(ctx.cuda)
+        res.update(cell=c.name, claim=c.claim, seconds=round(time.monotonic() - start, 1))
+        print(f"  -> {res['status']}: {res['detail']}", flush=True)
+        out.append(res)
     return out
 
 
-def timing_md(plan: Plan, rows: list[dict]) -> str:
-    body = []
+def versions(cuda: bool) -> str:
+    import torch
+
+    if not cuda:
+        return f"- CPU dry run: torch {torch.__version__} (CUDA build {torch.version.cuda}), no CUDA device"
+    p = torch.cuda.get_device_properties(0)
+    return (f"- GPU: {torch.cuda.get_device_name(0)}, {p.total_memory / 2**30:.1f} GiB, compute capability "
+            f"{p.major}.{p.minor}; torch {torch.__version__}, CUDA {torch.version.cuda}, cuDNN "
+            f"{torch.backends.cudnn.version()}")
+
+
+def memory_md(rows: list[dict]) -> str:
+    lines = ["| network | family | K | precision | simulated (MiB) | measured (MiB) | error % |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
-            body.append([r["name"], "failed", "", "", r["error"].replace("|", "/")])
+            lines.append(f"| {r['network']} | {r['family']} | {r['k']} | {r['precision']} | failed: "
+                         f"{r['error'].replace('|', '/')} | | |")
         else:
-            body.append([r["name"], f"{r['ours'] * 1e3:.2f}", f"{r['theirs'] * 1e3:.2f}", f"{r['ratio']:.3f}",
-                         ("MET" if r["ratio"] <= STEP_TARGET else "MISSED") if plan.cuda else "n/a (CPU)"])
-    return markdown_table(["design", "auxsearch train_step (ms)", "hand-written loop (ms)", "ratio",
-                           f"target <= {STEP_TARGET}"], body)
+            lines.append(f"| {r['network']} | {r['family']} | {r['k']} | {r['precision']} | "
+                         f"{r['simulated'] / MIB:,.1f} | {r['measured'] / MIB:,.1f} | {r['error_pct']:+.2f} |")
+    return "\n".join(lines)
 
 
-def timing_verdict(plan: Plan, rows: list[dict]) -> dict:
-    ok = all("ratio" in r and r["ratio"] <= STEP_TARGET for r in rows)
-    detail = "; ".join(f"{r['name']}: " + (f"{r['ratio']:.3f}" if "ratio" in r else f"failed {r['error']}")
-                       for r in rows)
-    if not plan.cuda:  # CPU seconds on a shared, loaded machine say nothing about the GPU claim
-        return {"check": "5. step time vs hand-written loop", "status": "ran on CPU (not a GPU figure)",
-                "detail": detail}
-    return {"check": "5. step time vs hand-written loop", "status": "MET" if ok else "MISSED", "detail": detail}
+def infopro_md(rows: list[dict]) -> str:
+    lines = ["| K | splits | simulated (GB) | measured (GB) | card in use (GB) | published (GB) |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        card = "-" if r["card"] is None else f"{r['card'] / 1e9:.2f}"
+        pub = "-" if r["published_gb"] is None else f"{r['published_gb']:.2f}"
+        lines.append(f"| {r['k']} | {r['splits']} | {r['simulated'] / 1e9:.3f} | {r['measured'] / 1e9:.3f} | {card} | {pub} |")
+    return "\n".join(lines)
 
 
-# ---------------------------------------------------------------- report
+def report(results: list[dict], cuda: bool, seconds: float) -> str:
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from _common import provenance
 
-
-def versions(plan: Plan) -> str:
-    if not plan.cuda:
-        return f"- dry run on the CPU: torch {torch.__version__} (CUDA build {torch.version.cuda}), no CUDA device"
-    props = torch.cuda.get_device_properties(0)
-    return (f"- GPU: {torch.cuda.get_device_name(0)}, {props.total_memory / 2**30:.1f} GiB, compute capability "
-            f"{props.major}.{props.minor}; torch {torch.__version__}, CUDA {torch.version.cuda}, "
-            f"cuDNN {torch.backends.cudnn.version()}")
-
-
-def report(plan: Plan, res: dict) -> str:
-    u = plan.unit[0]
-    dry = "" if plan.cuda else (" **CPU dry run**: tiny shapes, the CPU live-bytes counter stands in for "
-                                "`max_memory_allocated`; no GPU claim is checked by these numbers.")
-    intro = (f"Every CUDA claim of auxsearch on one card, by `benchmarks/gpu_truth.py` (random tensors, no data "
-             f"set download; the isolated trials train on scikit-learn's digits).{dry} Sizes in {u} "
-             f"(10^{'9' if u == 'GB' else '6'} bytes). Error % = (simulated - measured) / measured.")
-    parts = [f"## GPU truth{' (CPU dry run)' if not plan.cuda else ''}", provenance(), versions(plan), intro,
-             "Verdicts:", "\n".join(f"- {v['check']}: **{v['status']}**: {v['detail']}" for v in res["verdicts"]),
-             f"### 1. Peak of one training step: simulated vs measured (batch {plan.batch}, input "
-             f"{'x'.join(map(str, plan.input_shape))}, balanced splits, aux depth {plan.depth} width {plan.width})",
-             memory_rows_md(plan, res["table"]),
-             "### 2. Device fixed overhead", fixed_md(plan, res["fixed"]),
-             f"InfoPro Table 3 rows ({plan.infopro_network}, batch {plan.batch}, "
-             f"{'InfoPro balanced splits' if plan.cuda else 'balanced splits'}, aux {plan.infopro_aux}; published "
-             "figures: InfoPro, Wang et al. ICLR'21, Table 3, Titan Xp, GB). Reserved + outside the allocator is "
-             "what nvidia-smi would show for the step:",
-             infopro_md(plan, res["infopro"]),
-             "### 3-4. Isolated trials: out of memory, and the GPU freed afterwards", trials_md(plan, res["isolation"]),
-             "### 5. Step time", timing_md(plan, res["timing"]),
-             f"Medians of {plan.blocks} interleaved blocks of {plan.steps} steps after 3 warm-up steps, "
-             f"{'synchronised with torch.cuda.synchronize' if plan.cuda else 'on the CPU'}; fp32, the same modules "
-             "in both loops.",
-             f"Total {res['seconds']:.0f} s."]
+    verdicts = "\n".join(f"| {r['cell']} | {r['claim']} | **{r['status']}** | {r['detail'].replace('|', '/')} | "
+                         f"{r['seconds']:.0f} |" for r in results)
+    parts = [f"### GPU truth{'' if cuda else ' (CPU dry run: no GPU claim is checked by these numbers)'}",
+             provenance(), versions(cuda),
+             "| cell | claim | status | detail | s |\n|---|---|---|---|---|\n" + verdicts]
+    by = {r["cell"]: r for r in results}
+    if "rows" in by.get("memory", {}):
+        parts += ["Peak training memory, simulated against the peak a trial records (batch "
+                  f"{1024 if cuda else 8}, balanced splits, aux depth 2 width 64):", memory_md(by["memory"]["rows"])]
+    if "rows" in by.get("infopro", {}):
+        parts += ["InfoPro Table 3 designs (InfoPro, Wang et al. ICLR'21, Table 3: Titan Xp, nvidia-smi, GB):",
+                  infopro_md(by["infopro"]["rows"])]
+    parts.append(f"Total {seconds:.0f} s.")
     return "\n\n".join(parts) + "\n"
 
 
 def write_at(path: Path, body: str) -> Path:
-    """Replace section ``gpu-truth`` of ``path`` (docs/results.md: via _common.write_section)."""
-    if path.resolve() == RESULTS.resolve():
-        return write_section(SECTION, body)
     begin, end = f"<!-- begin:{SECTION} -->", f"<!-- end:{SECTION} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}"
     text = path.read_text() if path.is_file() else ""
@@ -727,67 +534,40 @@ def write_at(path: Path, body: str) -> Path:
     return path
 
 
-def jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, TrainConfig):
-        return obj.__dict__
-    return obj
-
-
-def run(plan: Plan, time_limit: float, smi_before: int | None) -> dict:
-    start = time.monotonic()
-    cells = Cells(plan)
-    print("2. device fixed overhead", flush=True)
-    fixed = fixed_overhead(plan, cells, smi_before)
-    infopro = infopro_rows(plan, cells, fixed)
-    print("3-4. isolated trials", flush=True)
-    iso = isolation_checks(plan)
-    print("5. step time", flush=True)
-    timing = timing_checks(plan)
-    print("1. memory truth table", flush=True)
-    table = memory_table(plan, cells, start + time_limit)
-    fixed_overhead_end(plan, fixed)
-    verdicts = [memory_verdict(plan, table), fixed_verdict(fixed), *isolation_verdicts(plan, iso),
-                timing_verdict(plan, timing)]
-    return {"plan": plan.__dict__, "table": table, "fixed": fixed, "infopro": infopro, "isolation": iso,
-            "timing": timing, "verdicts": verdicts, "seconds": time.monotonic() - start}
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cpu-dry-run", action="store_true",
-                        help="the same code paths at tiny shapes on the CPU; prints, writes docs/results.md never")
-    parser.add_argument("--output", type=Path, default=None,
-                        help="write the section to this file (default: docs/results.md on a GPU, nothing in a dry run)")
-    parser.add_argument("--json", type=Path, default=None, help="also write every figure as JSON here")
-    parser.add_argument("--time-limit", type=float, default=420.0,
-                        help="seconds after which the table starts no more rows (default 420)")
+    parser.add_argument("--dry-run", action="store_true", help="list the cells and what each checks; run nothing")
+    parser.add_argument("--cpu-dry-run", action="store_true", help="run the cells at tiny shapes on the CPU")
+    parser.add_argument("--only", nargs="+", metavar="CELL", help="run these cells only")
+    parser.add_argument("--output", type=Path, help="write the section here (default: docs/results.md on a GPU)")
+    parser.add_argument("--json", type=Path, help="also write every figure here")
+    parser.add_argument("--time-limit", type=float, default=420.0, help="the memory cell starts no row after this")
     args = parser.parse_args(argv)
+    cells = [c for c in CELLS if not args.only or c.name in args.only]
+    if args.dry_run:
+        for c in cells:
+            print(f"{c.name:16} {'GPU only' if c.cuda_only else 'GPU or CPU':10} ~{c.minutes:.1f} min  {c.claim}")
+        print(f"{len(cells)} cells, about {sum(c.minutes for c in cells):.0f} minutes on one GPU")
+        return 0
+    import torch
+
     if not args.cpu_dry_run and not torch.cuda.is_available():
         print("gpu_truth.py checks CUDA claims and needs a CUDA GPU, but torch sees none "
-              f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). To run the same code paths at tiny "
-              "shapes on the CPU: python benchmarks/gpu_truth.py --cpu-dry-run", file=sys.stderr)
+              f"(torch {torch.__version__}, CUDA build {torch.version.cuda}). --dry-run lists the cells; "
+              "--cpu-dry-run runs them at tiny shapes on the CPU", file=sys.stderr)
         return 2
-    smi_before = None if args.cpu_dry_run else smi_used()  # before anything creates a CUDA context
     if args.cpu_dry_run:
         torch.set_num_threads(1)
-    plan = dry_plan() if args.cpu_dry_run else gpu_plan()
-    res = run(plan, args.time_limit, smi_before)
-    body = report(plan, res)
+    start = time.monotonic()
+    results = run_cells(Ctx(cuda=not args.cpu_dry_run, deadline=start + args.time_limit), cells)
+    body = report(results, not args.cpu_dry_run, time.monotonic() - start)
     print("\n" + body, flush=True)
-    out = args.output if args.output is not None else (None if args.cpu_dry_run else RESULTS)
+    out = args.output or (None if args.cpu_dry_run else ROOT / "docs" / "results.md")
     if out is not None:
         print(f"wrote section {SECTION} of {write_at(out, body)}")
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(jsonable(res), indent=1, default=str))
-        print(f"wrote {args.json}")
-    bad = [v for v in res["verdicts"] if v["status"] in ("MISSED", "FAIL", "FAILED")]
+        args.json.write_text(json.dumps(results, indent=1, default=str))
+    bad = [r for r in results if r["status"] in ("MISSED", "FAIL", "FAILED")]
     return 1 if bad else 0
 
 

@@ -360,3 +360,27 @@ def test_the_study_process_never_initialises_cuda(tmp_path, monkeypatch):
     assert _visible_gpus() == 2
     assert worker_env(0, 4, 2)[0]["CUDA_VISIBLE_DEVICES"] == "4"
     assert isinstance(devices.device_name(), str)
+
+
+@pytest.mark.parametrize("fam", ["E2E", *family_names()])
+def test_on_the_cpu_a_trials_recorded_peak_is_the_simulated_peak(fam):
+    """One definition of peak training memory: the peak ``fit`` records (the path of a search trial, tensor
+    data batched on the device) equals ``memory.simulate`` at batch 64, to the byte, for a table design."""
+    from auxsearch.config import TrainConfig
+    from auxsearch.tasks.data import ImageData
+    from auxsearch.tasks.tensor_data import TensorImages
+    from auxsearch.train.loop import fit
+
+    g = torch.Generator().manual_seed(0)
+
+    def split(n: int, augment: bool) -> TensorImages:
+        return TensorImages(torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g),
+                            torch.randint(0, 10, (n,), generator=g), augment)
+
+    data = ImageData(train=split(128, True), val=split(16, False), test=split(16, False), in_chans=3, num_classes=10,
+                     image_size=16, mean=(0.5,) * 3, std=(0.25,) * 3)
+    splits, aux = ([], []) if fam == "E2E" else ([2, 4], [{"family": fam, "depth": 2, "width": 16}] * 2)
+    d = {"backbone": "resnet14", "input_shape": [3, 16, 16], "num_classes": 10, "num_units": 7, "splits": splits,
+         "aux": aux}
+    cfg = TrainConfig(epochs=1, batch_size=64, device="cpu", bn_recalibration_batches=0, eval_batch_size=16, lr=0.01)
+    assert fit(d, train=cfg, data=data).peak_memory_bytes == memory.simulate(d, 64, train=cfg)

@@ -149,3 +149,24 @@ def test_stale_trials_dead_pid_or_old_heartbeat():
     assert heartbeat.reap_stale_trials(study, storage) == [frozen.number]
     assert study.trials[frozen.number].state.name == "FAIL"
     assert study.trials[-1].state.name == "WAITING" and study.trials[-1].system_attrs["failed_trial"] == frozen.number
+
+
+def test_the_confirmation_runs_on_the_workers(tmp_path):
+    """With --workers N the retrainings of the confirmation are jobs the worker processes take, not the
+    study's own process; every job completes."""
+    path = write_study(tmp_path, n_trials=2, enqueue=[], confirm={"seeds": 2, "max_designs": 1})
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "auxsearch", "run", str(path), "--workers", "2", "--no-progress"],
+                            env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    storage = open_storage(f"journal:{tmp_path / 'run' / 'study.journal'}", writes=False)
+    jobs = optuna.load_study(study_name="quickstart:confirm", storage=storage).trials
+    done = [t for t in jobs if t.state.name == "COMPLETE"]
+    wanted = {(t.user_attrs["design_hash"], t.user_attrs["seed"]) for t in jobs if "design" in t.user_attrs}
+    # E2E, and the searched design when the front holds it (which design a worker draws depends on which
+    # worker took the search trial), 2 seeds each: every job completed
+    assert len(wanted) in (2, 4) and {(t.user_attrs["design_hash"], t.user_attrs["seed"]) for t in done} == wanted
+    owners = {t.system_attrs[heartbeat.WORKER_KEY].rpartition(":")[2] for t in done}
+    assert str(proc.pid) not in owners and {t.user_attrs["worker"] for t in done} <= {0, 1}
+    assert "Confirmed designs" in out

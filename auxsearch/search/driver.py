@@ -1,4 +1,4 @@
-"""The whole search of ``auxsearch run``: trials to ``n_trials`` (here or in worker processes), then confirmation.
+"""The whole search of ``auxsearch run``: trials to ``n_trials``, then confirmation, here or in worker processes.
 
 Writing the run folder's outputs is the caller's (:mod:`auxsearch.outputs`, a layer above).
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from auxsearch.search.confirm import confirm
+from auxsearch.search.confirm import confirm, enqueue_jobs, jobs_left, run_jobs
 from auxsearch.search.loop import optimize
 from auxsearch.search.prepare import PreparedStudy
 from auxsearch.search.studies import count_finished, open_search
@@ -25,14 +25,20 @@ def search(p: PreparedStudy, *, workers: int = 1, command: Callable[[WorkerSpec]
     is confirmed.
     """
     refuse_sqlite(p.storage_url, workers)
+    if workers > 1 and command is None:
+        raise ValueError("workers > 1 needs the command that starts a worker process")
+    restarts = MAX_RESTARTS if max_restarts is None else max_restarts
     studies = open_search(p)
     if count_finished(studies) < p.cfg.n_trials:
         if workers > 1:
-            if command is None:
-                raise ValueError("workers > 1 needs the command that starts a worker process")
-            run_workers(p, studies, workers, command, progress,
-                        MAX_RESTARTS if max_restarts is None else max_restarts, gpus)
+            run_workers(p, studies, workers, command, progress, restarts, gpus)
         else:
             optimize(p, studies, p.cfg.n_trials, p.cfg.timeout, progress=progress, seed=p.cfg.sampler.seed)
-    confirm(p, studies, progress=progress)
+    if workers > 1:  # the retrainings go to the same worker processes, one job each at a time
+        enqueue_jobs(p, studies)
+        if jobs_left(studies):
+            run_workers(p, studies, workers, command, progress, restarts, gpus, phase="confirm")
+        run_jobs(p, studies, progress=False)  # nothing left, unless a job was given up on: finish it here
+    else:
+        confirm(p, studies, progress=progress)
     return studies

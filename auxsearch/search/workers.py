@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from optuna.trial import TrialState
+
 from auxsearch.errors import AuxsearchError
+from auxsearch.search.confirm import jobs_left
 from auxsearch.search.prepare import PreparedStudy
 from auxsearch.search.studies import count_finished
 from auxsearch.store.heartbeat import WORKER_KEY, reap_dead_worker
@@ -50,6 +54,7 @@ class StudyIncomplete(AuxsearchError):
 class WorkerSpec:
     """What one worker process is started with."""
 
+    phase: str  # "search": trials to n_trials; "confirm": the waiting confirmation jobs
     index: int  # its slot
     seed_index: int  # seeds its sampler (a restarted worker draws fresh designs)
     threads: int  # torch CPU threads
@@ -123,11 +128,13 @@ class Supervisor:
 
     def __init__(self, p: PreparedStudy, studies: RunStudies, workers: int, command: Callable[[WorkerSpec], list[str]],
                  *, max_restarts: int = MAX_RESTARTS, gpus: int = 0, poll: float = 1.0, log=None,
-                 backoff_base: float = BACKOFF_BASE) -> None:
-        self.p, self.studies, self.workers, self.command = p, studies, workers, command
+                 backoff_base: float = BACKOFF_BASE, phase: str = "search") -> None:
+        self.p, self.studies, self.workers, self.command, self.phase = p, studies, workers, command, phase
         self.max_restarts, self.gpus, self.poll, self.backoff_base = max_restarts, gpus, poll, backoff_base
         self.log = log or (lambda line: print(f"auxsearch: {line}", file=sys.stderr, flush=True))
         self.n_trials, self.timeout = p.cfg.n_trials, p.cfg.timeout
+        if phase == "confirm":  # every job of the confirmation, whatever the study's timeout
+            self.n_trials, self.timeout = jobs_left(studies) + self._confirmed(), None
         self.slots = [Slot(i) for i in range(workers)]
         self.lock = LockWatch(StorageURL(p.storage_url).journal)
         self.deadline = None if self.timeout is None else time.monotonic() + self.timeout
@@ -138,9 +145,17 @@ class Supervisor:
                      "(an out-of-memory below that share is another worker's doing and the trial is tried again)")
 
     # -- the study, read defensively: a database restarting must not stop the supervisor
+    def _confirmed(self) -> int:
+        conf = self.studies.confirm
+        return 0 if conf is None else len(conf.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+
     def done(self) -> int | None:
+        """Search trials finished, or confirmation jobs no longer waiting or running."""
         try:
-            self.last_done = count_finished(self.studies)
+            if self.phase == "confirm":
+                self.last_done = self.n_trials - jobs_left(self.studies)
+            else:
+                self.last_done = count_finished(self.studies)
         except Exception:
             return None
         return self.last_done
@@ -152,27 +167,26 @@ class Supervisor:
         env, threads = worker_env(slot.index, self.workers, self.gpus)
         remaining = None if self.deadline is None else self.deadline - time.monotonic()
         seed_index = slot.index + self.workers * slot.restarts  # a restarted worker draws fresh designs
-        cmd = self.command(WorkerSpec(slot.index, seed_index, threads, self.n_trials, remaining, env))
+        cmd = self.command(WorkerSpec(self.phase, slot.index, seed_index, threads, self.p.cfg.n_trials, remaining, env))
         slot.proc = subprocess.Popen(cmd, env=env, preexec_fn=_die_with_parent if os.name == "posix" else None)
         slot.pids.append(slot.proc.pid)
         slot.due = None
         self.spawned += 1
 
+    def _studies(self) -> list:
+        return [self.studies.references(), self.studies.search, *([self.studies.confirm] if self.studies.confirm else [])]
+
     def _progressed(self, pid: int) -> bool:
-        import socket
-
-        from optuna.trial import TrialState
-
         me = f"{socket.gethostname()}:{pid}"
         try:
-            return any(t.system_attrs.get(WORKER_KEY) == me
-                       for t in self.studies.all_trials((TrialState.COMPLETE, TrialState.PRUNED)))
+            return any(t.system_attrs.get(WORKER_KEY) == me for s in self._studies()
+                       for t in s.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         except Exception:
             return False
 
     def _reap(self, pid: int, index: int) -> list[int]:
         out = []
-        for s in (self.studies.references(), self.studies.search):
+        for s in self._studies():
             out += reap_dead_worker(s, self.studies.storage, pid, index)
         return out
 
@@ -263,19 +277,25 @@ class Supervisor:
         if self.timed_out():
             self.log(f"the study stopped at its timeout ({self.timeout:g} s): {done} of {self.n_trials} trials finished")
             return
+        if self.phase == "confirm":
+            why = ", ".join(f"worker {s.index} {s.ended}" for s in self.slots if s.ended != "finished")
+            raise StudyIncomplete(None, self.p.cfg.n_trials, f"confirmation: {done} of {self.n_trials} retrainings "
+                                  f"done; {why or 'every worker stopped'}")
         why = ", ".join(f"worker {s.index} {s.ended}" for s in self.slots if s.ended != "finished")
         raise StudyIncomplete(done if done is not None else self.last_done, self.n_trials,
                               why or "every worker stopped")
 
 
 def run_workers(p: PreparedStudy, studies: RunStudies, workers: int, command: Callable[[WorkerSpec], list[str]],
-                progress: bool, max_restarts: int = MAX_RESTARTS, gpus: int = 0) -> Supervisor:
-    """Start ``workers`` processes on the study, supervise them, follow them with one progress bar."""
+                progress: bool, max_restarts: int = MAX_RESTARTS, gpus: int = 0, phase: str = "search") -> Supervisor:
+    """Start ``workers`` processes on the study (``phase``: its search, or its confirmation jobs), supervise
+    them, follow them with one progress bar."""
     from tqdm.auto import tqdm
 
-    sup = Supervisor(p, studies, workers, command, max_restarts=max_restarts, gpus=gpus)
-    bar = tqdm(total=p.cfg.n_trials, initial=sup.done() or 0, desc=f"trials ({workers} workers)",
-               unit="trial", disable=not progress, dynamic_ncols=True)
+    sup = Supervisor(p, studies, workers, command, max_restarts=max_restarts, gpus=gpus, phase=phase)
+    what = "trials" if phase == "search" else "confirm"
+    bar = tqdm(total=sup.n_trials, initial=sup.done() or 0, desc=f"{what} ({workers} workers)",
+               unit="trial" if phase == "search" else "run", disable=not progress, dynamic_ncols=True)
 
     def follow(s: Supervisor) -> None:
         if s.last_done is not None:

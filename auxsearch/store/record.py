@@ -105,5 +105,7 @@ def write_to_storage(storage: Any, trial_id: int, kind: type[_Attrs], **values: 
         storage.set_trial_user_attr(trial_id, k, v)
 
 
-# What a retry of a trial whose worker died starts from: the design as it was enqueued or drawn.
-RETRY_KEEPS = ("design", "design_hash", "K", "is_e2e", "enqueued")
+# What a retry of a trial whose worker died starts from: the design as it was enqueued or drawn (search and
+# reference trials), or the confirmation job (design, seed, epochs, the search trial it confirms).
+RETRY_KEEPS = ("design", "design_hash", "K", "is_e2e", "enqueued", "seed", "epochs", "source_trial",
+               "peak_memory_bytes")
