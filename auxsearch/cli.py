@@ -1,4 +1,5 @@
-"""The ``auxsearch`` command line: its options, and the only place that catches AuxsearchError.
+"""The ``auxsearch`` command line: its options, and the only place that catches AuxsearchError
+(one line, exit 2) and anything unexpected (one line, exit 1; ``--debug`` shows the traceback).
 
 Importing this module imports no torch, Optuna or plotly: each command imports what it needs
 when it runs (:mod:`auxsearch.commands`), so ``auxsearch --help`` and ``--version`` answer at
@@ -15,6 +16,7 @@ from auxsearch.config import PRECISIONS
 from auxsearch.errors import AuxsearchError
 from auxsearch.version import __version__
 
+EXIT_FAILURE = 1
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 EXPORT_FORMATS = ("design", "script", "infopro", "auglocal")
@@ -182,6 +184,13 @@ def main(argv: list[str] | None = None) -> int:
         print("auxsearch: interrupted; the run folder holds everything finished so far (the same command resumes)",
               file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as exc:  # not a user's mistake: one line, the traceback only with --debug
+        if args.debug:
+            raise
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        print(f"auxsearch: unexpected error: {type(exc).__name__}: {first} (run with --debug for the traceback; "
+              "please report it)", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -291,14 +291,17 @@ def cmd_confirm(args) -> int:
     from auxsearch.outputs.runfolder import load_run, read_meta, write_outputs
     from auxsearch.outputs.tables import pareto_table
     from auxsearch.search.confirm import confirm
-    from auxsearch.search.prepare import prepare
+    from auxsearch.search.prepare import prepare, prepare_recorded
     from auxsearch.search.studies import open_search
 
     _check_args(args, seeds=1, epochs=1)
     _quiet_optuna(args.verbose)
     meta = read_meta(args.run_dir)
-    p = prepare(meta["study_file"], storage=meta["storage"])
-    p.out_dir = Path(args.run_dir).resolve()
+    if "study" in meta:  # the recipe the run recorded: the study file may have moved or changed since
+        p = prepare_recorded(meta["study"], Path(args.run_dir), meta["storage"])
+    else:  # a run folder written before run.yaml recorded its study
+        p = prepare(meta["study_file"], storage=meta["storage"])
+        p.out_dir = Path(args.run_dir).resolve()
     ran = confirm(p, open_search(p), seeds=args.seeds, epochs=args.epochs, extra=args.trial or (),
                   progress=not args.no_progress)
     meta, records = load_run(args.run_dir)

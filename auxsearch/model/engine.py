@@ -107,10 +107,15 @@ def trace_shapes(units: list[nn.Module], input_shape) -> tuple[list[tuple], list
     ins, outs = [], []
     with mode:
         h = torch.empty(1, *input_shape)
-        for u in units:
+        for i, u in enumerate(units):
             u.eval()
             ins.append(tuple(h.shape[1:]))
-            h = u(h)
+            try:
+                h = u(h)
+            except (RuntimeError, ValueError) as exc:  # a kernel larger than what is left of the image
+                first = (str(exc).strip().splitlines() or [""])[0]
+                raise ConfigError("backbone", f"unit {i} ({type(u).__name__}) cannot run on a {list(ins[-1])} "
+                                  f"input (images of {list(input_shape)}): {first}") from None
             outs.append(tuple(h.shape[1:]))
     for u, t in zip(units, was_training, strict=True):
         u.train(t)

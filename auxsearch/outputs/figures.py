@@ -122,7 +122,7 @@ def pareto_figure(view: FrontView, meta: Mapping[str, Any]) -> go.Figure:
             hovertext=[hover(view.e2e, metric)],
             error_y={"type": "data", "array": [c["val"]["std"]], "visible": True, "color": E2E_COLOR} if c else None,
             marker={"symbol": "star", "size": 18, "color": E2E_COLOR, "line": {"width": 1, "color": "#222"}}))
-    if view.knee is not None and not view.knee["is_e2e"]:
+    if view.knee is not None:
         k = view.knee
         y = k["confirmed"]["val"]["mean"] if view.kind == "confirmed" else k["score"]
         fig.add_annotation(x=memory_of(k) / MIB, y=y, text=f"knee: trial {esc(k['trial'])}", ax=40, ay=40,

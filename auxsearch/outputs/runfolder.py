@@ -41,7 +41,7 @@ def run_meta(p) -> dict[str, Any]:
     return {"name": p.cfg.name, "study_file": _relative(p.path, p.out_dir), "storage": url, "metric": p.metric,
             "objectives": list(p.cfg.objectives), "memory_mode": p.cfg.memory.mode,
             "memory_budget_bytes": p.budget, "data": p.data_cfg(), "train": to_mapping(p.cfg.train),
-            "recipe": recipe(p),
+            "recipe": recipe(p), "study": recorded_study(p),
             "created": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": "auxsearch " + " ".join(sys.argv[1:]) if sys.argv[1:] else "auxsearch run"}
 
@@ -64,6 +64,16 @@ def recipe(p) -> dict[str, Any]:
         head, _, leaf = key.partition(".")
         (out[head].pop(leaf, None) if leaf else out.pop(head, None))
     return json.loads(json.dumps(out, default=str))  # plain data, as YAML stores it
+
+
+def recorded_study(p) -> dict[str, Any]:
+    """The whole parsed study, as ``confirm`` rebuilds it from the run folder alone: the search space inlined,
+    the data set's paths and enqueued design files absolute, the storage and output left to the folder."""
+    out = {**recipe(p), "name": p.cfg.name, "n_trials": p.cfg.n_trials, "timeout": p.cfg.timeout,
+           "confirm": to_mapping(p.cfg.confirm), "data": p.data_cfg()}
+    out["enqueue"] = [e if (p.path.parent / e).suffix not in (".yaml", ".yml") else str((p.path.parent / e).resolve())
+                      for e in p.cfg.enqueue]
+    return out
 
 
 def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

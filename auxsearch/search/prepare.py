@@ -95,7 +95,21 @@ def load_study_config(path: str | Path) -> StudyConfig:
 def prepare(path: str | Path, *, storage: str | None = None) -> PreparedStudy:
     """Load a study file and check everything that can be checked without training."""
     path = Path(path).resolve()
-    cfg = load_study_config(path)
+    return prepare_config(load_study_config(path), path, storage=storage)
+
+
+def prepare_recorded(study: dict, run_dir: Path, storage: str) -> PreparedStudy:
+    """The study a run folder recorded in run.yaml (its recipe, search space inlined, data paths absolute),
+    prepared without its study file: a run folder that moved, or whose study file changed, still confirms."""
+    raw = dict(study)
+    raw["enqueue"] = [e for e in raw.get("enqueue", []) if e in PUBLISHED_DESIGNS or Path(e).is_file()]
+    cfg = from_mapping(StudyConfig, raw, "run.yaml: study")
+    return prepare_config(cfg, Path(run_dir).resolve() / "run.yaml", storage=storage, out_dir=Path(run_dir).resolve())
+
+
+def prepare_config(cfg: StudyConfig, path: Path, *, storage: str | None = None,
+                   out_dir: Path | None = None) -> PreparedStudy:
+    """Check a parsed study; ``path`` is where it came from (relative paths in it are relative to its folder)."""
     if storage:
         cfg = dataclasses.replace(cfg, storage=storage)
     base_dir = path.parent
@@ -117,8 +131,9 @@ def prepare(path: str | Path, *, storage: str | None = None) -> PreparedStudy:
     if cfg.sampler.name == "grid":
         grid(space, base)  # refuses spaces that are not finite
     budget = parse_bytes("memory.budget", cfg.memory.budget) if cfg.memory.budget is not None else None
-    out_dir = Path(cfg.output) if cfg.output else Path("runs") / cfg.name
-    out_dir = out_dir if out_dir.is_absolute() else (base_dir / out_dir if cfg.output else Path.cwd() / out_dir)
+    if out_dir is None:
+        out_dir = Path(cfg.output) if cfg.output else Path("runs") / cfg.name
+        out_dir = out_dir if out_dir.is_absolute() else (base_dir / out_dir if cfg.output else Path.cwd() / out_dir)
     prepared = PreparedStudy(cfg, path, out_dir.resolve(), space, base, [float(math.prod(o)) for o in outs],
                              data, budget)
     enqueued_designs(prepared)  # checks names and files

@@ -84,8 +84,17 @@ def _ehvi(s: SamplerConfig, seed: int, p: PreparedStudy) -> optuna.samplers.Base
                        candidates=s.candidates, budget=p.budget)
 
 
+class GridSampler(optuna.samplers.GridSampler):
+    """Optuna's grid, without its ``study.stop()`` when the grid is done: that call is only allowed inside
+    ``study.optimize``, and the search's loop (ask and tell) ends at ``n_trials`` on its own. Past the last
+    point the grid draws visited points again, which a study records as reuses of their results."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        return None
+
+
 def _grid(s: SamplerConfig, seed: int, p: PreparedStudy) -> optuna.samplers.BaseSampler:
-    return optuna.samplers.GridSampler(grid(p.space, p.base), seed=seed)
+    return GridSampler(grid(p.space, p.base), seed=seed)
 
 
 def _random(s: SamplerConfig, seed: int, p: PreparedStudy) -> optuna.samplers.BaseSampler:
