@@ -41,12 +41,27 @@ def provenance() -> str:
     versions = ", ".join(f"{p} {_version(p)}" for p in ("torch", "torchvision", "timm", "optuna", "auxsearch"))
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     return "\n".join([
-        f"- command: `python {' '.join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]])}`",
+        f"- command: `python {' '.join(shlex.quote(_shown(a)) for a in sys.argv)}`",
         f"- date (UTC): {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M}",
         f"- device: {device()}",
         f"- versions: python {platform.python_version()}, {versions}",
         f"- 1-minute load average at the end: {load:.2f} (other processes on these cores inflate seconds)",
     ])
+
+
+def _shown(arg: str) -> str:
+    """A command-line argument as the docs show it: a path inside a checkout relative to that checkout's root.
+
+    The docs must not name this machine's folders; a run folder in another clone (a fresh-clone run
+    summarised from here) is shown as the same path in the reader's clone.
+    """
+    path = Path(arg)
+    if not path.is_absolute() or not path.exists():
+        return arg
+    for top in [path, *path.parents]:
+        if (top / ".git").exists() or top == ROOT:
+            return os.path.relpath(path, top)
+    return path.name
 
 
 def _version(package: str) -> str:

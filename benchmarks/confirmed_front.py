@@ -23,7 +23,8 @@ from _common import ROOT, markdown_table, provenance, write_section
 
 from auxsearch.outputs.rows import families
 from auxsearch.pareto import clearly_dominates, confirmed, confirmed_front, e2e_record
-from auxsearch.search.prepare import prepare, run
+from auxsearch.commands import run_study
+from auxsearch.search.prepare import prepare
 
 MIB = 2**20
 
@@ -43,17 +44,17 @@ def study_copy(source: Path, tmp: Path, quick: bool, no_timeout: bool = False) -
 
 def table(recs: list[dict], metric: str) -> str:
     done = confirmed(recs)
-    front = {r["number"] for r in confirmed_front(recs)}
+    front = {r["trial"] for r in confirmed_front(recs)}
     e2e = e2e_record(recs)
     base = e2e["confirmed"]["peak_memory_bytes"] if e2e and e2e.get("confirmed") else None
     rows = []
     for r in sorted(done, key=lambda r: r["confirmed"]["peak_memory_bytes"]):
         c = r["confirmed"]
-        beaters = [b["number"] for b in done if b is not r and clearly_dominates(b, r)]
+        beaters = [b["trial"] for b in done if b is not r and clearly_dominates(b, r)]
         note = "E2E reference" if r["is_e2e"] else ""
         note += (", " if note else "") + (f"dominated by #{', #'.join(map(str, beaters))}" if beaters
-                                          else "confirmed front" if r["number"] in front else "")
-        rows.append([r["number"], r["K"], families(r["design"]), len(c["seeds"]),
+                                          else "confirmed front" if r["trial"] in front else "")
+        rows.append([r["trial"], r["K"], families(r["design"]), len(c["seeds"]),
                      f"{c['val']['mean']:.4f} ± {c['val']['std']:.4f}", f"{c['test']['mean']:.4f} ± {c['test']['std']:.4f}",
                      f"{c['peak_memory_bytes'] / MIB:.1f}", f"{c['peak_memory_bytes'] / base:.2f}x" if base else "-",
                      f"{r['score']:.4f}", note])
@@ -80,7 +81,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         prepared = prepare(study_copy(args.study.resolve(), Path(tmp), args.quick, args.no_timeout))
         start = time.perf_counter()
-        _, recs, _ = run(prepared, progress=False)
+        recs, _ = run_study(prepared, progress=False)
         minutes = (time.perf_counter() - start) / 60
     report(args, prepared, recs, minutes)
 

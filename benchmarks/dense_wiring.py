@@ -98,12 +98,12 @@ def from_study(run) -> tuple[dict, str] | None:
     deep = [r for r in recs if r["state"] == "COMPLETE" and not r["is_e2e"] and r["K"] >= 3]
     if not deep:
         return None
-    rank = lambda r: (r["score"], -r["peak_memory_bytes"], -r["number"])  # noqa: E731
+    rank = lambda r: (r["score"], -r["peak_memory_bytes"], not r["reference"], -r["number"])  # noqa: E731
     able = [r for r in deep if all(a["family"] in global_families() for a in r["design"]["aux"])]
     best = max(able or deep, key=rank)
     aux = ([local_entry(a) for a in best["design"]["aux"]] if able else
            [{"family": "dgl", **CANDIDATE}] * len(best["design"]["aux"]))
-    how = f"search trial {best['number']} of runs/{run.cfg.name}" + ("" if able else ", aux nets as dgl")
+    how = f"trial {best['trial']} of runs/{run.cfg.name}" + ("" if able else ", aux nets as dgl")
     return {**best["design"], "aux": aux}, how
 
 

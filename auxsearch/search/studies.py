@@ -73,12 +73,13 @@ def provenance(p: PreparedStudy) -> dict:
 
     The device is named without initialising CUDA (this process does not train): NVML's name of
     the first GPU when the driver is there, else the processor; each trial records the device it
-    trained on itself.
+    trained on itself. The study file is named, not located (run.yaml says where it is, relative to
+    the run folder): a journal carries no folder of the machine that wrote it.
     """
     import hashlib
 
     import torch
 
     return {"auxsearch": __version__, "torch": torch.__version__, "optuna": optuna.__version__,
-            "python": platform.python_version(), "device": device_name(), "study_file": str(p.path),
+            "python": platform.python_version(), "device": device_name(), "study_file": p.path.name,
             "study_file_sha256": hashlib.sha256(p.path.read_bytes()).hexdigest()}
