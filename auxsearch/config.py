@@ -239,15 +239,6 @@ class ConfirmConfig:
 
 
 OBJECTIVES = ("score", "memory", "seconds", "params")
-# Published designs a study can enqueue by name: name -> (K, aux entry); split points are
-# balanced by activation memory at search time (InfoPro's and MAN++'s K = 2 / 4 settings).
-PUBLISHED_DESIGNS: dict[str, tuple[int, dict[str, Any]]] = {
-    "infopro_k2": (2, {"family": "infopro", "depth": 1, "width": 32}),
-    "infopro_k4": (4, {"family": "infopro", "depth": 1, "width": 32}),
-    "man_k4": (4, {"family": "momentum", "depth": 1, "width": 32, "momentum": 0.995}),
-}
-
-
 @dataclass(frozen=True)
 class StudyConfig:
     """A study file (``studies/*.yaml``). Paths are relative to the file."""
@@ -273,8 +264,9 @@ class StudyConfig:
     output: str | None = spec(None, help="run folder (default runs/<name> in the current folder)")
     isolation: str = spec("auto", choices=("auto", "subprocess", "inprocess"),
                           help="train each trial in a fresh process (auto: on CUDA) so memory cannot leak between trials")
-    enqueue: list[str] = spec([], f"must name published designs ({', '.join(PUBLISHED_DESIGNS)}) or design files",
-                              help="published designs or design files to try first")
+    enqueue: list[str] = spec([], "must be a list of published design names or design files",
+                              help="published designs (man_k8, manpp_k16, ...: docs/concepts.md) or design files "
+                                   "to try first")
 
 
 def field_help(cls) -> list[tuple[str, str, Any, str]]:

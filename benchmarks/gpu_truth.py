@@ -250,11 +250,11 @@ def memory_cell(ctx: Ctx) -> dict:
 def infopro_cell(ctx: Ctx) -> dict:
     import torch
 
-    from auxsearch.config import PUBLISHED_DESIGNS
+    from auxsearch.design.recipes import infopro_entries
 
     net, units = ("resnet110", 55) if ctx.cuda else ("resnet8", 4)
     splits = INFOPRO_SPLITS if ctx.cuda else {2: [2]}
-    aux = PUBLISHED_DESIGNS["infopro_k2"][1]
+    aux = infopro_entries([0], [], 2, False)[0]
     rows = []
     for k in (1, *splits):
         d = design_of(net, units, ctx.shape, splits.get(k, []), {} if k == 1 else aux)

@@ -81,6 +81,7 @@ def test_a_hard_crash_kills_only_the_trial_process(tmp_path):
     assert st.all_trials()[1].state.name == "COMPLETE"
 
 
+@pytest.mark.torchvision  # segmentation scenes
 def test_an_isolated_trial_may_start_dataloader_workers(tmp_path, capsys):
     """A data set read item by item (segmentation scenes: a DataLoader, not tensors on the device) in an
     isolated trial with a loader worker: the trial process must be allowed children (it was daemonic, and

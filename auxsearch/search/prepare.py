@@ -17,8 +17,9 @@ import optuna
 import yaml
 
 from auxsearch.backbones import create_units
-from auxsearch.config import PUBLISHED_DESIGNS, StudyConfig, from_mapping, load_yaml, parse_bytes
+from auxsearch.config import StudyConfig, from_mapping, load_yaml, parse_bytes
 from auxsearch.design.graph import as_design, canonical_backbone, load_design, normalize
+from auxsearch.design.recipes import RECIPES, published_design
 from auxsearch.design.space import (
     SearchSpace,
     balanced_splits,
@@ -51,6 +52,7 @@ class PreparedStudy:
     unit_costs: list[float]  # activation elements per unit (balanced and memory splits)
     data: ImageData
     budget: int | None  # memory.budget in bytes
+    unit_shapes: list[tuple] = dataclasses.field(default_factory=list)  # output (C, H, W) of every unit
 
     @property
     def task(self) -> str:
@@ -102,7 +104,7 @@ def prepare_recorded(study: dict, run_dir: Path, storage: str) -> PreparedStudy:
     """The study a run folder recorded in run.yaml (its recipe, search space inlined, data paths absolute),
     prepared without its study file: a run folder that moved, or whose study file changed, still confirms."""
     raw = dict(study)
-    raw["enqueue"] = [e for e in raw.get("enqueue", []) if e in PUBLISHED_DESIGNS or Path(e).is_file()]
+    raw["enqueue"] = [e for e in raw.get("enqueue", []) if e in RECIPES or Path(e).is_file()]
     cfg = from_mapping(StudyConfig, raw, "run.yaml: study")
     return prepare_config(cfg, Path(run_dir).resolve() / "run.yaml", storage=storage, out_dir=Path(run_dir).resolve())
 
@@ -135,7 +137,7 @@ def prepare_config(cfg: StudyConfig, path: Path, *, storage: str | None = None,
         out_dir = Path(cfg.output) if cfg.output else Path("runs") / cfg.name
         out_dir = out_dir if out_dir.is_absolute() else (base_dir / out_dir if cfg.output else Path.cwd() / out_dir)
     prepared = PreparedStudy(cfg, path, out_dir.resolve(), space, base, [float(math.prod(o)) for o in outs],
-                             data, budget)
+                             data, budget, unit_shapes=[tuple(o) for o in outs])
     enqueued_designs(prepared)  # checks names and files
     if cfg.sampler.name == "ehvi" and (why := ehvi_applies(prepared)):
         raise ConfigError("sampler.name", why)
@@ -143,17 +145,14 @@ def prepare_config(cfg: StudyConfig, path: Path, *, storage: str | None = None,
 
 
 def _published(p: PreparedStudy, i: int, name: str) -> dict:
-    k, entry = PUBLISHED_DESIGNS[name]
-    k = min(k, p.base["num_units"])
-    if task_spec(p.task).dense and entry["family"] == "infopro":
-        raise ConfigError(f"enqueue.{i}", f"{name} uses InfoPro, which is classification-only")
-    return dict(p.base, splits=balanced_splits(p.unit_costs, k), aux=[dict(entry)] * (k - 1))
+    return published_design(name, p.base, p.unit_shapes, p.unit_costs, dense=task_spec(p.task).dense,
+                            balanced=balanced_splits, key=f"enqueue.{i}")
 
 
 def _design_file(p: PreparedStudy, i: int, item: str) -> dict:
     path = Path(item) if Path(item).is_absolute() else p.path.parent / item
     if not path.is_file():
-        raise ConfigError(f"enqueue.{i}", f"neither a published design ({', '.join(PUBLISHED_DESIGNS)}) "
+        raise ConfigError(f"enqueue.{i}", f"neither a published design ({', '.join(RECIPES)}) "
                           f"nor a design file: {item!r}")
     try:
         d = as_design(load_design(path))
@@ -169,7 +168,7 @@ def enqueued_designs(p: PreparedStudy) -> list[tuple[str, dict]]:
     """The study's ``enqueue`` list as (name, design) pairs: published names or design files."""
     out = []
     for i, item in enumerate(p.cfg.enqueue):
-        d = _published(p, i, item) if item in PUBLISHED_DESIGNS else _design_file(p, i, item)
+        d = _published(p, i, item) if item in RECIPES else _design_file(p, i, item)
         out.append((item, {k: v for k, v in normalize(d).items() if k not in ("data", "train")}))
     return out
 
