@@ -21,9 +21,9 @@ from pathlib import Path
 import yaml
 from _common import ROOT, markdown_table, provenance, write_section
 
+from auxsearch.commands import run_study
 from auxsearch.outputs.rows import families
 from auxsearch.pareto import clearly_dominates, confirmed, confirmed_front, e2e_record
-from auxsearch.commands import run_study
 from auxsearch.search.prepare import prepare
 
 MIB = 2**20

@@ -1,4 +1,4 @@
-"""Dense tasks: E2E, the best local end and the cheap global end (``through: adapter``), over seeds.
+"""Dense tasks: E2E, the best local end, its global ends and global-local ends (``through: adapter``), over seeds.
 
 Issue 16's evidence, under the evaluation protocol (validation chooses, test reports with fresh seeds):
 for detection, segmentation and super-resolution, with each study's recipe and data (``studies/``):
@@ -11,8 +11,10 @@ for detection, segmentation and super-resolution, with each study's recipe and d
    validation score wins.
 2. **Report** with the study's seed + 1, + 2, + 3 (never the seed that chose), scored on validation
    and on the held-out test split, mean +- sample std: E2E, the chosen local end, and that design's
-   cheap global ends: ``end: global`` (the real head shared) and ``end: global_ema`` (its EMA
-   copy), ``through: adapter``, each with the bank off and on (``bank: 2, bank_fusion: add``).
+   cheap global ends through adapters, reading the feature bank of the head's detached inputs:
+   ``end: global`` (the real head shared), ``global_ema`` (its EMA copy), ``global_copy`` (a
+   trainable copy per module), and GLCAN's global-local ends (``global_weight: 0.5``: half the
+   loss from the chosen local head) with the EMA copy and with the trainable copy.
 3. **Aim** (issue 16): a design at <= 0.7x E2E's peak whose test mean is within E2E's seed spread
    (>= E2E's test mean - its std; every metric here is higher-is-better) on at least two of the three
    tasks; the script says plainly per task whether one exists.
@@ -50,7 +52,7 @@ STUDIES = {"detection": "detection_scenes", "segmentation": "segmentation_scenes
 N_SEEDS = 3
 AIM_PEAK = 0.7  # issue 16: a design at <= 0.7x E2E's peak ...
 MIB = 2**20
-WIRING_KEYS = ("bank", "bank_fusion", "end", "through", "through_momentum")
+WIRING_KEYS = ("end", "global_weight", "through", "through_momentum")
 HEAD_KEYS = ("depth", "width", "pool", "head")  # a global end has no head of its own
 CANDIDATE = {"depth": 1, "width": 32}
 # --quick: a slice of each embedded data set, so a training takes seconds
@@ -61,29 +63,34 @@ QUICK_DATA = {"scenes": {"num_train": 64, "num_test": 32}, "photos": {"patches_p
 
 
 def local_entry(entry: dict) -> dict:
-    """``entry`` as a local end without bank (a study's global end gets a light head)."""
+    """``entry`` as a local end (a study's global end alone gets a light head)."""
     out = {k: v for k, v in entry.items() if k not in WIRING_KEYS}
-    if entry.get("end", "local") != "local":
+    if entry.get("end", "local") != "local" and not any(k in entry for k in HEAD_KEYS):
         out.update(CANDIDATE)
     return out
 
 
-def global_entry(entry: dict, end: str, bank: bool) -> dict:
-    """The local ``entry`` ending globally through adapters, the bank on (2 entries, add) or off."""
-    out = {k: v for k, v in entry.items() if k not in HEAD_KEYS and k not in WIRING_KEYS}
+def global_entry(entry: dict, end: str, weight: float = 1.0) -> dict:
+    """The local ``entry`` ending globally through adapters; ``weight`` < 1 keeps its local head beside."""
+    keep = () if weight < 1 else HEAD_KEYS
+    out = {k: v for k, v in entry.items() if k not in keep and k not in WIRING_KEYS}
     out.update(end=end, through="adapter")
-    if bank:
-        out.update(bank=2, bank_fusion="add")
+    if weight < 1:
+        out["global_weight"] = weight
     return out
 
 
+GLOBAL_ROWS = {"global via adapter": ("global", 1.0), "global_ema via adapter": ("global_ema", 1.0),
+               "global_copy via adapter": ("global_copy", 1.0),
+               "global_ema + local head, w 0.5": ("global_ema", 0.5),
+               "global_copy + local head, w 0.5": ("global_copy", 0.5)}
+
+
 def rows_for(local: dict) -> dict[str, dict]:
-    """The reported designs besides E2E: the local end and its four cheap global ends."""
+    """The reported designs besides E2E: the local end, its global ends and its global-local ends."""
     out = {"best local end": local}
-    for end in ("global", "global_ema"):
-        for bank in (False, True):
-            aux = [global_entry(a, end, bank) for a in local["aux"]]
-            out[f"{end} via adapter, bank {'on' if bank else 'off'}"] = {**local, "aux": aux}
+    for name, (end, weight) in GLOBAL_ROWS.items():
+        out[name] = {**local, "aux": [global_entry(a, end, weight) for a in local["aux"]]}
     return out
 
 
@@ -244,13 +251,15 @@ def main() -> None:
     met = sum("not met" not in v for v in verdicts)
     seeds = "the study's seed + 1" if args.quick else f"the study's seed + 1 .. + {N_SEEDS}"
     body = "\n".join([
-        "## Dense tasks: E2E, the best local end and the cheap global end (`through: adapter`)", "", provenance(), "",
+        "## Dense tasks: E2E, the best local end, global and global-local ends (`through: adapter`)", "",
+        provenance(), "",
         "Protocol (benchmarks/dense_wiring.py): the local design is chosen on validation (the study's search in "
         "`runs/` when there is one, else dgl / momentum candidates at K = 3, 4 with memory-balanced splits, trained "
         "once with the study's seed); every row is then trained with " + seeds + ", scored on validation and on "
         "the held-out test split (mean ± sample std). Global ends: the local design's aux nets ending with the real "
-        "head (`global`) or its EMA copy (`global_ema`) through 1x1 adapters to the head's taps, bank off / on "
-        "(`bank: 2, bank_fusion: add`). Scores: detection mAP@[.5:.95], segmentation mIoU, super-resolution PSNR "
+        "head (`global`), its EMA copy (`global_ema`) or a trainable copy per module (`global_copy`) through 1x1 "
+        "adapters to the head's taps, reading the feature bank of its detached inputs; global-local: the same with "
+        "`global_weight: 0.5` and the local design's head beside it. Scores: detection mAP@[.5:.95], segmentation mIoU, super-resolution PSNR "
         "(dB, Y channel). Peak: measured on the first step (CPU, our allocation counter). 'within E2E spread': "
         "test mean >= E2E's test mean - E2E's test std. " + "; ".join(notes) + ".", "",
         markdown_table(["task", "design", "K", "aux", "val (mean ± std)", "test (mean ± std)", "peak MiB",

@@ -74,8 +74,6 @@ EQUIVALENT: dict[str, str] = {
     "auxsearch.pareto.x_hypervolume_2d__mutmut_18": "zip(strict=None) is zip(strict=False)",
     "auxsearch.pareto.x_hypervolume_2d__mutmut_21": "zip() is zip(strict=False)",
     "auxsearch.model.engine.x_local_step__mutmut_12": "raw = '' for None: the last module always overwrites it",
-    "auxsearch.model.engine.x_local_step__mutmut_67": "a freed bank entry set to '' instead of None: never read again, "
-                                                "the tensor is released either way",
     "auxsearch.model.engine.x_local_step__mutmut_75": "detach() applied to every leaf: every head returns tensors only",
     "auxsearch.outputs.export.x_choose__mutmut_2": "best_score defaulting to True: the best score is already the default rule",
     "auxsearch.train.memory.xǁLiveBytesǁ_free__mutmut_4": "pop(key, None): _free runs once per tracked storage, whose key is "

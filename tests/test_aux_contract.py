@@ -87,7 +87,7 @@ class Reads(dict):
 
 def _variants(name: str, n: int = 24) -> list[dict]:
     """Seeded random designs of one family over every choice its options (and the wiring) offer."""
-    raw = {"modules": 3, "splits": "balanced", "per_module": True, "families": [name], "width": 8, "bank": [0, 1, 2]}
+    raw = {"modules": 3, "splits": "balanced", "per_module": True, "families": [name], "width": 8}
     for opt in search_order(family(name)):
         if opt.search is not None and opt.rule.choices:
             raw[opt.name] = list(opt.rule.choices)

@@ -1,9 +1,9 @@
 """CUDA paths, checked on a machine without a GPU (docs/testing.md, "CUDA without a GPU").
 
-* Every aux family x task x precision (bf16, fp16), and the wiring options (bank, global ends), runs
+* Every aux family x task x precision (bf16, fp16), and the wiring options (global ends, global-local), runs
   its forward and its loss on fake tensors on device ``cuda`` under CUDA's autocast policy, which
   refuses ops CPU autocast allows (InfoPro's sigmoid + BCE was one). The fake tensors also check
-  device placement: a parameter, EMA copy, bank entry or batch left on the CPU fails the step.
+  device placement: a parameter, EMA copy, banked tap or batch left on the CPU fails the step.
 * The CUDA peak accounting, with the allocator's counters injected: the data set held on the device
   and the libraries' workspaces are not training memory.
 * The rules of where and how a trial runs on GPUs, as pure functions: CUDA_VISIBLE_DEVICES, a shared
@@ -35,7 +35,7 @@ from auxsearch.train import devices, memory
 # task -> (backbone, input shape, classes): the smallest shapes each task's heads accept
 SHAPES = {"classification": ("resnet8", [1, 16, 16], 10), "segmentation": ("resnet8", [3, 32, 32], 5),
           "superres": ("edsr", [3, 16, 16], 1), "detection": ("resnet8", [3, 32, 32], 3)}
-WIRING = [{}, {"bank": 1}, {"end": "global"}, {"end": "global_ema", "through": "ema"}, {"head": "infopro"}]
+WIRING = [{}, {"end": "global_copy", "global_weight": 0.5}, {"end": "global"}, {"end": "global_ema", "through": "ema"}, {"head": "infopro"}]
 
 
 class EmulatedCuda(Precision):

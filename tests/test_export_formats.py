@@ -213,7 +213,8 @@ def test_auglocal_export_gives_the_rule_and_module_count(tmp_path, capsys):
     ("infopro", {"family": "dgl"}, "aux.0.family: InfoPro-Pytorch's scripts train families infopro, momentum"),
     ("infopro", {"per_module": True}, "aux.1: InfoPro-Pytorch gives every module the same aux net"),
     ("infopro", {"depth": 3}, "aux.0.depth: InfoPro's aux classifiers have 1 or 2 conv layers"),
-    ("infopro", {"bank": 1}, "aux.1.bank: global aux ends and feature banks are auxsearch's wiring"),
+    ("infopro", {"family": "momentum", "end": "global"},
+     "aux.0.end: global aux ends (and the feature bank they read) are auxsearch's wiring"),
     ("auglocal", {"family": "augment", "depth": 2}, "splits: AugLocal's --rule AugLocal trains layer-wise modules"),
     ("infopro", {"backbone": "python:mypkg.nets:units"}, "backbone: InfoPro-Pytorch trains CIFAR ResNets"),
     ("infopro", {"width": 32}, "backbone.args: InfoPro-Pytorch's ResNets have widths (16, 32, 64)"),
@@ -222,7 +223,7 @@ def test_auglocal_export_gives_the_rule_and_module_count(tmp_path, capsys):
 def test_what_a_repository_cannot_train_is_refused_in_one_line(tmp_path, capsys, fmt, change, words):
     d = cifar_design("resnet32", [4, 8, 12], family=change.get("family", "infopro"))
     for a in d["aux"]:
-        a.update({k: v for k, v in change.items() if k in ("depth", "bank")})
+        a.update({k: v for k, v in change.items() if k in ("depth", "end")})
     if change.get("per_module"):
         d["aux"] = [{"family": "infopro"}, {"family": "infopro", "width": 16}, {"family": "infopro"}]
     if "backbone" in change:

@@ -68,7 +68,7 @@ def toy():
 
 def test_design_validation_fills_defaults_and_refuses_bad_values(toy):
     d = normalize(tiny_design(splits=[2], aux=[{"family": "toy"}]))
-    assert d["aux"][0] == {"family": "toy", "depth": 1, "width": 64, "scale": 1.0, "bank": 0, "end": "local"}
+    assert d["aux"][0] == {"family": "toy", "depth": 1, "width": 64, "scale": 1.0, "end": "local"}
     assert design_hash(d) == design_hash(tiny_design(splits=[2], aux=[{"family": "toy", "scale": 1}]))
     assert not [e for *_, e in to_graph(d).edges(data=True) if e["kind"] == "ema"]
     for entry, key, words in [({"scale": 5.0}, "aux.0.scale", "must be in (0, 4], got 5.0"),
@@ -97,7 +97,7 @@ def test_search_asks_the_toy_option(toy):
     trial = study.ask()
     normalize(suggest_design(trial, space, tiny_design(), COSTS))
     assert trial.params["aux.scale"] in (0.5, 2.0)
-    assert not {"aux.bank", "aux.end", "aux.pool"} & set(trial.params)  # fixed or not the toy's
+    assert not {"aux.global_weight", "aux.end", "aux.pool"} & set(trial.params)  # fixed or not the toy's
     assert "toy" in parse_space({}).dim("families").values()  # registered families are searched by default
     check_space_task(space, "segmentation")  # not classification-only
     with pytest.raises(ConfigError) as err:
@@ -132,7 +132,7 @@ def test_registration_refuses_clashes():
     with registered(TOY):
         with pytest.raises(ValueError, match="already registered"):
             register_family(TOY)
-    reserved = FamilySpec("bad", "", ToyAux, options=(Option("bank", int, 0, Rule(bool, "x"), ""),))
+    reserved = FamilySpec("bad", "", ToyAux, options=(Option("global_weight", float, 1.0, Rule(bool, "x"), ""),))
     with pytest.raises(ValueError, match="reserved"):
         register_family(reserved)
     other_pool = FamilySpec("bad", "", ToyAux, options=(Option("pool", int, 4, Rule(bool, "x"), "", search=[2, 4]),))

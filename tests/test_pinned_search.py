@@ -62,8 +62,8 @@ if __name__ == "__main__":  # python tests/test_pinned_search.py > tests/data/qu
 FULL_SPACE = {"modules": {"low": 2, "high": 4}, "families": ["dgl", "infopro", "augment", "momentum"],
               "depth": {"low": 1, "high": 2}, "width": [8, 16], "momentum": [0.9, 0.995],
               "learnable_scale": [True, False], "head": ["dgl", "infopro"], "tau": [0.25, 0.5],
-              "pool": [2, 4], "bank": [0, 1, 2], "bank_fusion": ["add", "concat"],
-              "end": ["local", "global", "global_ema"], "through": ["ema", "trainable"],
+              "pool": [2, 4], "end": ["local", "global", "global_ema", "global_copy"], "global_weight": [0.5, 1.0],
+              "through": ["ema", "trainable"],
               "through_momentum": [0.9, 0.99]}
 BASES = {"classification": {"task": {"name": "classification", "args": {}}},
          "detection": {"task": {"name": "detection", "args": {"levels": 2, "fpn_channels": 64, "head_convs": 2,

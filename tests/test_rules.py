@@ -67,7 +67,7 @@ def test_ema_follows_the_pre_step_weights_over_three_real_optimizer_steps(batch,
     for _ in range(3):
         before = copy.deepcopy(model)  # holds E_{t-1} and the weights before this step
         h = before.stages[0]((x - before.mean) / before.std)
-        expected_loss = before.aux[0](h, x, y, StepState([], {}, before.head))
+        expected_loss = before.aux[0](h, x, y, StepState({}, before.head))
         _, losses = train_step(model, opt, x, y)
         torch.testing.assert_close(losses[0], expected_loss.detach(), rtol=1e-5, atol=1e-6)
         weights.append(_params(source))

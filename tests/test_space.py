@@ -121,27 +121,34 @@ def test_classification_only_choices_are_refused_on_dense_tasks(raw, key):
 
 
 def test_dense_spaces_ask_only_what_changes_the_network():
-    """No pool on dense tasks, no head options under a global end, no bank for module 0 alone."""
+    """No pool on dense tasks, no head options under a global end alone, a head beside a global-local one."""
     space = parse_space({"modules": 3, "splits": "balanced", "per_module": True, "families": ["dgl", "momentum"],
-                         "bank": [0, 1, 2], "end": ["local", "global"], "pool": [4, 8]})
+                         "end": ["local", "global"], "global_weight": [0.5, 1.0], "pool": [4, 8]})
     base = {**BASE, "task": {"name": "segmentation", "args": {}}, "input_shape": [3, 16, 16], "num_classes": 5}
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     params = {"aux0.family": "dgl", "aux0.end": "local", "aux0.depth": 1, "aux0.width": 16,
               "aux1.family": "momentum", "aux1.end": "global", "aux1.momentum": 0.99,
-              "aux1.learnable_scale": True, "aux1.bank": 2, "aux1.bank_fusion": "concat", "aux1.through": "ema",
+              "aux1.global_weight": 1.0, "aux1.learnable_scale": True, "aux1.through": "ema",
               "aux1.through_momentum": 0.99}
     d = normalize(suggest_design(optuna.trial.FixedTrial(params), space, base, COSTS))
-    assert "pool" not in d["aux"][0] and d["aux"][0]["bank"] == 0
-    assert not {"depth", "width", "head", "pool"} & set(d["aux"][1]) and d["aux"][1]["bank"] == 1
-    for _ in range(40):  # real trials: never a pool, never module 0's bank, no head under a global end
+    assert "pool" not in d["aux"][0] and "global_weight" not in d["aux"][0]
+    assert not {"depth", "width", "head", "pool"} & set(d["aux"][1]) and d["aux"][1]["global_weight"] == 1.0
+    asked_with_a_local_head = 0
+    for _ in range(40):  # real trials: never a pool; a head exactly where the aux net keeps a local one
         trial = study.ask()
         suggest_design(trial, space, base, COSTS)
         names = set(trial.params)
-        assert not any(n.endswith(".pool") for n in names) and "aux0.bank" not in names
+        assert not any(n.endswith(".pool") for n in names)
         for m in (0, 1):
-            if trial.params.get(f"aux{m}.end") == "global":
+            end, w = trial.params.get(f"aux{m}.end"), trial.params.get(f"aux{m}.global_weight")
+            assert (w is None) == (end == "local")
+            if end == "global" and w == 1.0:
                 assert not {f"aux{m}.depth", f"aux{m}.width", f"aux{m}.head"} & names
+            else:
+                assert {f"aux{m}.depth", f"aux{m}.width"} <= names
+                asked_with_a_local_head += end == "global"
         study.tell(trial, 0.0)
+    assert asked_with_a_local_head > 0
 
 
 # ------------------------------------------------------------------ splits: memory

@@ -35,13 +35,13 @@ def design(which: str, **over) -> dict:
                          backbone={"name": "edsr", "args": {"blocks": 3, "width": 16}}, input_shape=[3, 12, 12],
                          num_classes=1, num_units=4, data=PHOTOS),
     }[which]
-    d.update(splits=[1, 2], aux=[{"family": "dgl", "width": 16}, {"family": "momentum", "width": 16, "bank": 1}])
+    d.update(splits=[1, 2], aux=[{"family": "dgl", "width": 16}, {"family": "momentum", "width": 16}])
     d.update(over)
     return d
 
 
 TASKS = ("detection", "segmentation", "superres")
-WIRINGS = {"plain": {}, "bank": {"bank": 1, "bank_fusion": "concat"}, "global": {"end": "global"},
+WIRINGS = {"plain": {}, "global-local": {"end": "global_copy", "global_weight": 0.5}, "global": {"end": "global"},
            "global_ema": {"end": "global_ema"}}
 
 
@@ -49,7 +49,8 @@ WIRINGS = {"plain": {}, "bank": {"bank": 1, "bank_fusion": "concat"}, "global": 
 @pytest.mark.parametrize("task", TASKS)
 def test_local_step_trains_every_parameter_and_inference_predicts(task, wiring):
     torch.manual_seed(0)
-    head = {} if "end" in WIRINGS[wiring] else {"width": 16, "depth": 2}  # a global end has no head of its own
+    # a global end alone has no head of its own; global-local keeps one
+    head = {} if WIRINGS[wiring].get("global_weight", 1) == 1 and "end" in WIRINGS[wiring] else {"width": 16, "depth": 2}
     aux = [{"family": "dgl", **head, **WIRINGS[wiring]}, {"family": "momentum", **head, **WIRINGS[wiring]}]
     d = design(task, aux=aux)
     model = build(d)
@@ -220,11 +221,11 @@ def test_cli_trains_a_dense_design_file(tmp_path):
 
 def test_a_segmentation_study_runs_to_a_report_and_an_export(tmp_path):
     space = {"modules": {"low": 2, "high": 3}, "families": ["dgl"], "depth": 1, "width": 16,
-             "bank": [0, 1], "end": ["local", "global"]}
+             "end": ["local", "global_copy"], "global_weight": [0.5, 1.0]}
     study = {"name": "seg", "task": {"name": "segmentation", "args": {"levels": 2, "decoder_channels": 16}},
              "data": SCENES, "backbone": {"name": "resnet8"}, "search_space": space,
              "train": {"epochs": 1, "batch_size": 8, "optimizer": "adamw", "lr": 0.003},
-             "pruning": {"enabled": False}, "n_trials": 4, "output": "run", "enqueue": ["man_k4"],
+             "pruning": {"enabled": False}, "n_trials": 4, "output": "run", "enqueue": ["man_k4_dgl"],
              "confirm": {"seeds": 1, "max_designs": 1}}
     (tmp_path / "seg.yaml").write_text(yaml.safe_dump(study))
     run = subprocess.run([sys.executable, "-m", "auxsearch", "run", str(tmp_path / "seg.yaml")],

@@ -1,4 +1,4 @@
-"""Feature bank and global-local wiring: gradient isolation, shared heads, EMA, adapters, memory."""
+"""Global-local wiring and the feature bank it reads: gradient isolation, shared heads, EMA, adapters, memory."""
 
 from __future__ import annotations
 
@@ -29,14 +29,14 @@ def _stage0_grads(model, batch):
 
 
 WIRED = {
-    "bank-add": {"family": "dgl", "width": 8, "bank": 2},
-    "bank-concat": {"family": "dgl", "width": 8, "bank": 2, "bank_fusion": "concat"},
+    "global-copy": {"family": "dgl", "end": "global_copy"},
+    "global-local": {"family": "dgl", "width": 8, "end": "global_copy", "global_weight": 0.5},
     "global": {"family": "dgl", "end": "global"},  # through: adapter, the default
     "global-copies": {"family": "dgl", "end": "global", "through": "ema"},
     "global-trainable": {"family": "dgl", "end": "global", "through": "trainable"},
     "global-ema": {"family": "momentum", "end": "global_ema"},
     "global-ema-copies": {"family": "momentum", "end": "global_ema", "through": "ema"},
-    "global-momentum-bank": {"family": "momentum", "end": "global", "bank": 1},
+    "global-local-momentum": {"family": "momentum", "width": 8, "end": "global", "global_weight": 0.3},
 }
 
 
@@ -65,7 +65,7 @@ def test_module_0_gradient_equals_its_own_loss_gradient(name, batch):
     alone = _model([WIRED[name]] * 2)
     x, y = batch
     h = alone.stages[0]((x - alone.mean) / alone.std)
-    alone.aux[0](h, x, y, StepState([], {}, alone.head)).backward()
+    alone.aux[0](h, x, y, StepState({}, alone.head)).backward()
     for ga, gb in zip(_stage0_grads(model, batch), [p.grad for p in alone.stages[0].parameters()], strict=True):
         assert torch.equal(ga, gb)
 
@@ -108,48 +108,93 @@ def test_global_ema_copies_follow_the_real_units_and_head(batch):
     assert torch.allclose(dict(end.through[0].named_buffers())["conv1.weight"], 0.9 * twin_before + 0.1 * real)
 
 
-@pytest.mark.parametrize("fusion", ["add", "concat"])
-def test_bank_fusion_starts_as_the_identity(fusion, batch):
-    """Zero-initialised bank weights: at step 0 a bank changes no loss."""
-    plain = _model([{"family": "dgl", "width": 8}] * 2)
-    banked = _model([{"family": "dgl", "width": 8, "bank": 2, "bank_fusion": fusion}] * 2)
-    banked.load_state_dict(plain.state_dict(), strict=False)
-    _, l1 = local_step(plain, *batch)
-    _, l2 = local_step(banked, *batch)
-    assert torch.allclose(torch.stack(l1), torch.stack(l2), atol=1e-6)
-    assert banked.aux[1].fusion is not None and banked.aux[0].fusion is None  # module 0 has nothing earlier
+def test_a_global_local_loss_is_the_weighted_sum_of_its_global_and_local_parts(batch):
+    """GLCAN's collaboration: loss = w * global + (1 - w) * local head, both parts built and trained."""
+    model = _model([{"family": "momentum", "width": 8, "end": "global_copy", "global_weight": 0.25}] * 2)
+    aux = model.aux[0]
+    assert aux.end is not None and aux.global_end.head_copy is not None and aux.global_weight == 0.25
+    x, y = batch
+    torch.manual_seed(3)
+    h = model.stages[0]((x - model.mean) / model.std)
+    state = StepState({}, model.head)
+    both = aux(h, x, y, state)
+    g = aux.global_end(h, aux.transform(h), x, y, state)
+    local = aux.end.loss(aux.transform(h), x, y)
+    torch.testing.assert_close(both, 0.25 * g + 0.75 * local)
+    assert not torch.allclose(g, local)
+    both.backward()
+    for name, p in aux.named_parameters():  # the local head, the head copy, LB and s all learn
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert any(n.startswith("end.") for n, _ in aux.named_parameters())
 
 
-def test_bank_memory_is_counted_in_the_peak():
-    """EDSR keeps one resolution: a bank entry held while its reader (the largest module) runs adds its bytes."""
+def test_global_copy_is_a_trainable_copy_and_leaves_the_real_head_to_the_final_loss(batch):
+    """global_copy: one trainable copy of the real head per module, started equal; the real head's gradient
+    is the local design's (final loss only), the copy's its own module's."""
+    local = _model([{"family": "dgl", "width": 8}] * 2)
+    copy_ = _model([{"family": "dgl", "end": "global_copy"}] * 2)
+    head_copy = copy_.aux[0].global_end.head_copy
+    assert torch.equal(head_copy.fc.weight, copy_.head.fc.weight) and head_copy.fc.weight is not copy_.head.fc.weight
+    for m in (local, copy_):
+        local_step(m, *batch)
+    assert torch.equal(local.head.fc.weight.grad, copy_.head.fc.weight.grad)
+    assert head_copy.fc.weight.grad is not None and head_copy.fc.weight.grad.abs().sum() > 0
+    assert copy_.aux[0].global_end.head_copy is not copy_.aux[1].global_end.head_copy
+
+
+def test_the_head_copies_and_local_heads_of_global_local_ends_are_counted_in_the_peak():
+    """Measured = simulated with a trainable head copy and a local head beside it, and each costs bytes."""
     base = {"task": {"name": "superres", "args": {"scale": 2}},
             "backbone": {"name": "edsr", "args": {"blocks": 7, "width": 16}},
             "input_shape": [3, 24, 24], "num_classes": 1, "num_units": 8, "splits": [1, 7]}
-    plain = dict(base, aux=[{"family": "dgl", "width": 16}] * 2)
-    banked = dict(base, aux=[{"family": "dgl", "width": 16}, {"family": "dgl", "width": 16, "bank": 1}])
-    entry = 8 * 16 * 24 * 24 * 4  # one module output at batch 8
-    assert memory.measure(banked, 8) - memory.measure(plain, 8) >= entry
-    assert memory.simulate(banked, 8) - memory.simulate(plain, 8) >= entry
+    peaks = {}
+    for name, aux in (("global", {"family": "dgl", "end": "global"}),
+                      ("copy", {"family": "dgl", "end": "global_copy"}),
+                      ("global-local", {"family": "dgl", "width": 16, "end": "global_copy", "global_weight": 0.5})):
+        d = dict(base, aux=[aux] * 2)
+        peaks[name] = memory.measure(d, 8)
+        assert memory.simulate(d, 8) == peaks[name], name
+    assert peaks["global"] < peaks["copy"] < peaks["global-local"]
 
 
 def test_wiring_is_drawn_as_graph_edges_and_old_hashes_hold():
     d = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "width": 8},
-                                        {"family": "dgl", "bank": 1, "end": "global"}])
+                                        {"family": "dgl", "end": "global", "width": 8, "global_weight": 0.5}])
     g = to_graph(d)
     kinds = {(u, v): e["kind"] for u, v, e in g.edges(data=True)}
-    assert kinds[("unit:0", "aux:1")] == "bank"
-    assert kinds[("head", "aux:1")] == "global"
+    assert kinds[("head", "aux:1")] == "global" and "bank" not in kinds.values()
     assert g.edges["head", "aux:1"]["through"] == "adapter"  # the default
+    assert g.edges["head", "aux:1"]["weight"] == 0.5
     plain = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "width": 8}] * 2)
-    written = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "width": 8, "bank": 0, "end": "local"}] * 2)
+    written = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "width": 8, "end": "local"}] * 2)
     assert design_hash(plain) == design_hash(written) != design_hash(d)
+    alone = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "end": "global"}] * 2)
+    weighted = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "end": "global", "global_weight": 1.0}] * 2)
+    assert design_hash(alone) == design_hash(weighted)  # w = 1 is the global end of before
+
+
+@pytest.mark.parametrize("key", ["bank", "bank_fusion"])
+def test_the_removed_cross_scale_bank_is_refused_with_what_replaced_it(key):
+    """Designs and search spaces saved before the change name ``bank``: the error says why it went, where to look."""
+    from auxsearch.design.space import parse_space
+
+    value = {"bank": 2, "bank_fusion": "add"}[key]
+    with pytest.raises(ConfigError) as err:
+        normalize(tiny_design(splits=[2], aux=[{"family": "dgl", key: value}]))
+    assert err.value.key == f"aux.0.{key}" and "removed" in err.value.message and "concepts.md" in err.value.message
+    with pytest.raises(ConfigError) as err:
+        parse_space({"families": ["dgl"], key: [value]})
+    assert err.value.key == f"search_space.{key}" and "removed" in err.value.message
 
 
 @pytest.mark.parametrize("aux, key", [
     ({"family": "augment", "end": "global"}, "aux.0.end"),
     ({"family": "dgl", "through": "ema"}, "aux.0.through"),
-    ({"family": "dgl", "bank_fusion": "add"}, "aux.0.bank_fusion"),
-    ({"family": "dgl", "bank": -1}, "aux.0.bank"),
+    ({"family": "dgl", "global_weight": 0.5}, "aux.0.global_weight"),
+    ({"family": "dgl", "end": "global", "global_weight": 0.0}, "aux.0.global_weight"),
+    ({"family": "dgl", "end": "global", "global_weight": 1.5}, "aux.0.global_weight"),
+    ({"family": "dgl", "end": "global_copy", "width": 8}, "aux.0.width"),
+    ({"family": "dgl", "end": "global_copy", "through_momentum": 0.9}, "aux.0.through_momentum"),
     ({"family": "dgl", "end": "everywhere"}, "aux.0.end"),
     ({"family": "dgl", "end": "global", "through": "trainable", "through_momentum": 0.9}, "aux.0.through_momentum"),
     ({"family": "dgl", "end": "global", "width": 8}, "aux.0.width"),
@@ -163,15 +208,6 @@ def test_wiring_options_that_do_not_apply_are_refused(aux, key):
     with pytest.raises(ConfigError) as err:
         normalize(tiny_design(splits=[2], aux=[aux]))
     assert err.value.key == key
-
-
-def test_a_bank_larger_than_the_earlier_modules_is_the_same_design():
-    """Module k can read k earlier outputs: bank 3 at K = 3 builds and hashes like bank 2 / 1 / 0."""
-    wide = normalize(tiny_design(splits=[1, 3], aux=[{"family": "dgl", "bank": 3}] * 2))
-    assert [a["bank"] for a in wide["aux"]] == [0, 1]
-    assert "bank_fusion" not in wide["aux"][0]
-    exact = tiny_design(splits=[1, 3], aux=[{"family": "dgl"}, {"family": "dgl", "bank": 1}])
-    assert design_hash(wide) == design_hash(exact)
 
 
 def test_bad_through_names_the_choices_and_through_momentum_says_when_it_applies():
@@ -263,7 +299,7 @@ def _own_loss_grads(model, k: int, x, y) -> list[torch.Tensor]:
     """Module k's gradients from module k's loss alone: earlier modules run without a graph."""
     model.zero_grad(set_to_none=True)
     h = (x - model.mean) / model.std
-    taps, bank = {}, []
+    taps = {}
     for j in range(k + 1):
         with torch.set_grad_enabled(j == k):
             h = h.detach()
@@ -271,17 +307,16 @@ def _own_loss_grads(model, k: int, x, y) -> list[torch.Tensor]:
                 h = unit(h)
                 if i in model.taps:
                     taps[i] = h if j == k else h.detach()
-        if j < k:
-            bank.append(h.detach())
-    model.aux[k](h, x, y, StepState(bank, taps, model.head)).backward()
+    model.aux[k](h, x, y, StepState(taps, model.head)).backward()
     return [p.grad.clone() for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]
 
 
 ISOLATED = [*((t, {"family": f, "end": "global"}) for t in DENSE_TASKS for f in ("dgl", "momentum")),
-            ("segmentation", {"family": "dgl", "end": "global_ema", "bank": 1})]
+            *((t, {"family": "dgl", "width": 16, "end": "global_copy", "global_weight": 0.5}) for t in DENSE_TASKS),
+            ("segmentation", {"family": "momentum", "width": 16, "end": "global_ema", "global_weight": 0.5})]
 
 
-@pytest.mark.parametrize("task, aux", ISOLATED, ids=[f"{t}-{a['family']}-{a['end']}{'-bank' if 'bank' in a else ''}"
+@pytest.mark.parametrize("task, aux", ISOLATED, ids=[f"{t}-{a['family']}-{a['end']}-{a.get('global_weight', 1)}"
                                                     for t, a in ISOLATED])
 def test_adapter_modules_get_gradients_from_their_own_loss_only(task, aux):
     """Every module's gradient after a whole local step is its own loss's gradient, bit for bit."""

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from auxsearch.design.families import has_local_head
+
 
 @dataclass
 class AuxContext:
@@ -37,12 +39,12 @@ class AuxContext:
 class StepState:
     """What the engine hands an aux net besides its input during one local step.
 
-    ``bank``: the detached outputs of the earlier modules (oldest first); ``taps``: the
-    detached tapped features computed so far (unit index -> tensor); ``head``: the
-    network's real head, which a ``global`` end calls (so its gradients reach it).
+    ``taps``: the feature bank, the tapped features (the real head's inputs, unit index ->
+    tensor) computed so far in this step, detached once their module is trained (module k's
+    own stay attached); ``head``: the network's real head, which a ``global`` end calls (so
+    its gradients reach it).
     """
 
-    bank: list[Tensor] = field(default_factory=list)
     taps: dict[int, Tensor] = field(default_factory=dict)
     head: nn.Module | None = None
 
@@ -51,9 +53,9 @@ class AuxNet(nn.Module, abc.ABC):
     """An auxiliary network: module k's output in, a scalar local loss out.
 
     A family builds its own layers (:meth:`transform`, e.g. MAN's learnable + EMA block)
-    and its local head (``end``, with ``loss(h, image, target)``). The wiring options
-    shared by every family are attached after it is built (``auxsearch.aux.wiring``):
-    ``fusion`` (feature-bank reads, applied first) and ``global_end`` (replaces ``end``).
+    and its local head (``end``, with ``loss(h, image, target)``). The global end every
+    family that can end globally takes is attached after it is built (``auxsearch.aux.wiring``):
+    ``global_end``, weighted by ``global_weight`` against the local head (1: no local head).
     ``ema_source`` is the index of the backbone unit whose parameters
     :meth:`after_backward` averages into an EMA copy (None: no EMA); ``resume_at`` the
     first backbone unit after the family's own layers (where a global end continues).
@@ -64,8 +66,8 @@ class AuxNet(nn.Module, abc.ABC):
 
     def __init__(self) -> None:
         super().__init__()
-        self.fusion: nn.Module | None = None
         self.global_end: nn.Module | None = None
+        self.global_weight = 1.0
 
     def transform(self, feat: Tensor) -> Tensor:
         """The family's own layers in front of its head (none by default)."""
@@ -73,12 +75,14 @@ class AuxNet(nn.Module, abc.ABC):
 
     def forward(self, feat: Tensor, image: Tensor, target: Any, state: StepState | None = None) -> Tensor:
         """Module k's output, the raw image and the target in; the scalar local loss out."""
-        if self.fusion is not None:
-            feat = self.fusion(feat, state.bank if state is not None else [])
         h = self.transform(feat)
-        if self.global_end is not None:
-            return self.global_end(feat, h, image, target, state or StepState())
-        return self.end.loss(h, image, target)
+        if self.global_end is None:
+            return self.end.loss(h, image, target)
+        loss = self.global_end(feat, h, image, target, state or StepState())
+        if self.end is None:  # global_weight 1: the global end alone
+            return loss
+        w = self.global_weight
+        return w * loss + (1.0 - w) * self.end.loss(h, image, target)
 
     def after_backward(self, source: nn.Module | None) -> None:
         """The family's EMA update after module k's ``backward()`` (``source``: the unit it follows)."""
@@ -98,13 +102,13 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int = 1, stride: int = 1) -> lis
 
 def local_end(ctx: AuxContext, opts: dict, shape: tuple, own: Callable[[], nn.Module], *,
               depth: int | None = None) -> nn.Module | None:
-    """The head an aux net ends with when its ``end`` is local.
+    """The aux net's own head: with a local end, and beside a global end weighted below 1.
 
-    None under a global end (``wiring.attach`` puts the real head there instead); on a
+    None under a global end alone (``wiring.attach`` puts the real head there instead); on a
     dense task the task's light head on ``shape`` (``depth``: the family's override of the
     entry's depth); on classification the family's own head, ``own()``.
     """
-    if opts.get("end", "local") != "local":
+    if not has_local_head(opts):
         return None
     if ctx.local_head is not None:
         return ctx.local_head(tuple(shape), opts["depth"] if depth is None else depth, opts["width"])

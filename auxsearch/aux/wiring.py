@@ -1,26 +1,24 @@
-"""Wiring every aux family can take: feature-bank reads and global ends.
+"""The global end an aux net of a family that can end globally may take, and the feature bank it reads.
 
-Memory-augmented MAN / GLCAN (arXiv 2406.00446) describes both ideas but publishes no
-code, so what follows is *our* definition (docs/concepts.md says the same):
+Memory-augmented MAN / GLCAN (arXiv 2406.00446) describes a feature bank of the backbone's
+key features, used in local modules "just as they are used in the backbone network", and
+global-local aux nets, but publishes no code; what follows is *our* reading (docs/concepts.md,
+"The feature bank and global-local ends", cites the sentences and says where the paper is silent).
 
-**Feature bank** (``bank: n``). During a local step the engine keeps the *detached*
-outputs of the modules already trained in this step. The aux net of module k reads the
-last ``n`` of them (modules k-n .. k-1; fewer exist for the first modules), resizes each
-to module k's resolution (average pooling down, nearest up), projects it with a 1x1
-conv to module k's channels and fuses it into module k's output before the family's
-own layers: ``add`` sums the projections into the feature, ``concat`` concatenates and
-mixes with a 1x1 conv. The fusion starts as the identity (zero-initialised bank weights)
-so a bank never hurts at initialisation. The held features are real tensors alive
-while later modules run, so the measured peak counts them. For detection, the earlier
-scales fused into a module's map form a local FPN; for super-resolution the bank holds
-the early full-resolution maps (EDSR's global residual).
+**Feature bank.** The real head reads some units' outputs (its *taps*: the FPN levels of a
+detector, the long skip of EDSR, the last map of a classifier). During a local step the
+engine banks each tap, detached, at its native scale when the module that makes it has been
+trained (:class:`~auxsearch.aux.base.StepState` ``taps``). A global end of a later module
+reads the bank for the levels it does not make itself, so a local module of a detector trains
+with the whole pyramid.
 
-**Global end** (``end: global | global_ema``). Instead of a head of its own the aux net
-ends with the network's real head: ``global`` calls the real head itself (shared, so
-its gradients reach the real head from every such module; its BatchNorm running statistics
-are left to the real path), ``global_ema`` an EMA copy
-of it (no gradient reaches the real head; the copy follows it after every step). How
-module k's feature reaches the taps the head reads after module k (``through``):
+**Global end** (``end: global | global_ema | global_copy``). The aux net ends with the
+network's real head: ``global`` calls the real head itself (shared, so its gradients reach
+the real head from every such module; its BatchNorm running statistics are left to the real
+path), ``global_ema`` an EMA copy of it (no gradient reaches the real head; the copy follows
+it after every step), ``global_copy`` a trainable copy of it per module (initialised from the
+real head, trained by module k's loss only). How module k's feature reaches the taps the head
+reads after module k (``through``):
 
 * ``adapter`` (default): one light :class:`Adapter` per such tap, a resize to the tap's
   resolution (average pooling down, nearest up) and a 1x1 conv to its channels, started as
@@ -31,9 +29,11 @@ module k's feature reaches the taps the head reads after module k (``through``):
   the real units by EMA, or trainable copies initialised from them), so the aux net is
   the rest of the network.
 
+**Global-local collaboration** (``global_weight: w``, GLCAN): with w < 1 the aux net keeps its
+local head as well, and its loss is w * global + (1 - w) * local.
+
 Module k's parameters still get gradients from module k's loss only: every adapter's or
-copy's input is module k's own output, and the earlier modules' features it reads are
-detached.
+copy's input is module k's own output, and the bank it reads is detached.
 """
 
 from __future__ import annotations
@@ -54,37 +54,6 @@ def resize_to(x: Tensor, size: tuple[int, int]) -> Tensor:
     if x.shape[-1] >= size[-1]:
         return F.adaptive_avg_pool2d(x, size)
     return F.interpolate(x, size=size, mode="nearest")
-
-
-class BankFusion(nn.Module):
-    """Fuses the last ``len(in_shapes)`` bank entries into a feature of ``out_shape``."""
-
-    def __init__(self, in_shapes: list[tuple], out_shape: tuple, mode: str) -> None:
-        super().__init__()
-        c = out_shape[0]
-        self.size = tuple(out_shape[1:])
-        self.mode = mode
-        self.count = len(in_shapes)
-        if mode == "add":
-            self.proj = nn.ModuleList(nn.Conv2d(s[0], c, 1, bias=False) for s in in_shapes)
-            for p in self.proj:
-                nn.init.zeros_(p.weight)
-        else:
-            total = c + sum(s[0] for s in in_shapes)
-            self.mix = nn.Conv2d(total, c, 1, bias=False)
-            with torch.no_grad():  # identity on the feature, zero on the bank
-                self.mix.weight.zero_()
-                self.mix.weight[:, :c, 0, 0].copy_(torch.eye(c))
-
-    def forward(self, feat: Tensor, bank: list[Tensor]) -> Tensor:
-        if len(bank) < self.count:
-            raise ValueError(f"the aux net reads {self.count} bank entries, the step holds {len(bank)}")
-        read = [resize_to(b, self.size) for b in bank[len(bank) - self.count:]]
-        if self.mode == "add":
-            for proj, b in zip(self.proj, read, strict=True):
-                feat = feat + proj(b)
-            return feat
-        return self.mix(torch.cat([feat, *read], 1))
 
 
 @contextlib.contextmanager
@@ -137,7 +106,7 @@ class Adapter(nn.Module):
 
 
 class GlobalEnd(nn.Module):
-    """Module k's feature -> (adapters | copies of the later units) -> the real head or an EMA copy of it."""
+    """Module k's feature -> (adapters | copies of the later units) -> the real head, or an EMA or trainable copy."""
 
     def __init__(self, ctx: AuxContext, resume_at: int, end: str, through: str, momentum: float) -> None:
         super().__init__()
@@ -157,6 +126,7 @@ class GlobalEnd(nn.Module):
             self.through = nn.ModuleList(copy(u) for u in later)
         self.follow_units = through == "ema"
         self.head_ema = frozen_copy(ctx.head) if end == "global_ema" else None
+        self.head_copy = clone_module(ctx.head) if end == "global_copy" else None
 
     def forward(self, feat: Tensor, h: Tensor, image: Tensor, target, state: StepState) -> Tensor:
         got = dict(state.taps)
@@ -171,6 +141,8 @@ class GlobalEnd(nn.Module):
                 got[i] = h
         if self.head_ema is not None:
             return self.head_ema.loss(self.head_ema([got[i] for i in self.taps]), image, target)
+        if self.head_copy is not None:
+            return self.head_copy.loss(self.head_copy([got[i] for i in self.taps]), image, target)
         with frozen_statistics(state.head):  # the real head's BN statistics follow the real path only
             return state.head.loss(state.head([got[i] for i in self.taps]), image, target)
 
@@ -183,12 +155,9 @@ class GlobalEnd(nn.Module):
 
 
 def attach(aux: AuxNet, ctx: AuxContext, opts: dict) -> AuxNet:
-    """Add the bank fusion and the global end an aux entry asks for."""
-    n = min(opts.get("bank", 0), ctx.module)
-    if opts.get("bank", 0) > 0 and ctx.module > 0:
-        shapes = ctx.module_out_shapes[ctx.module - n:ctx.module]
-        aux.fusion = BankFusion(shapes, ctx.feature_shape, opts["bank_fusion"])
+    """Add the global end an aux entry asks for, and its weight against the local head."""
     if opts.get("end", "local") != "local":
         aux.global_end = GlobalEnd(ctx, aux.resume_at, opts["end"], opts["through"],
                                    opts.get("through_momentum", 0.995))
+        aux.global_weight = float(opts.get("global_weight", 1.0))
     return aux

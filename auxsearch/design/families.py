@@ -25,6 +25,7 @@ from auxsearch.design.spec import (
     EMA_RULE,
     FamilySpec,
     Option,
+    Rule,
     When,
     at_least,
     one_of,
@@ -35,7 +36,14 @@ from auxsearch.errors import ConfigError, known
 
 # -------------------------------------------------------------------------------- conditions
 
-LOCAL = When(lambda e, t: e["end"] == "local", "end: local", " (end {end!r} uses the real head)")
+def has_local_head(entry: Mapping[str, Any]) -> bool:
+    """An aux net has a head of its own with a local end, and beside a global end weighted below 1."""
+    return entry.get("end", "local") == "local" or entry.get("global_weight", 1.0) < 1.0
+
+
+LOCAL = When(lambda e, t: has_local_head(e), "a local head (end: local, or global_weight < 1)",
+             " (end {end!r} with global_weight 1 uses the real head only)")
+GLOBAL = When(lambda e, t: e["end"] != "local", "a global end (end: global, global_ema or global_copy)")
 NOT_DENSE = When(lambda e, t: not t.dense, "classification", " (a dense task's light head does not pool)")
 DENSE = When(lambda e, t: t.dense, "a dense task", " (its light head has a width; AugLocal's classifier has none)")
 CAN_END_GLOBALLY = When(lambda e, t: family(e["family"]).global_end, "a family that can end globally")
@@ -49,26 +57,41 @@ COMMON = (
     Option("width", int, 64, at_least(1), "aux width: channels of the head", search=[16, 32, 64], applies=(LOCAL,)),
 )
 
-# How the aux net is wired to the rest of the network (every family; docs/concepts.md).
+# How the aux net is wired to the rest of the network (every family that can end globally; docs/concepts.md,
+# "The feature bank and global-local ends").
+GLOBAL_WEIGHT_RULE = Rule(lambda v: 0 < v <= 1, "must satisfy 0 < w <= 1 (1: the global end alone)",
+                          search_words="must be <= 1 and > 0")
 WIRING = (
-    Option("bank", int, 0, at_least(0, "earlier module outputs read; 0: no bank"),
-           "feature bank: how many earlier module outputs an aux net reads (0: none)", search=0,
-           at_module=min, hashed_default=False),  # module k has k earlier outputs: more is the same design
-    Option("bank_fusion", str, "add", one_of("add", "concat"),
-           "feature bank: add (projected sum) or concat (concatenate + 1x1 conv)", search="add",
-           applies=(When(lambda e, t: e["bank"] > 0, "bank > 0"),)),
-    Option("end", str, "local", one_of("local", "global", "global_ema"),
-           "aux end: local head, the real head shared (global) or its EMA copy (global_ema)", search="local",
+    Option("end", str, "local", one_of("local", "global", "global_ema", "global_copy"),
+           "aux end: local head, the real head shared (global), its EMA copy (global_ema) or a trainable copy "
+           "of it per module (global_copy)", search="local",
            asked=(CAN_END_GLOBALLY,), hashed_default=False, leading=True),
+    Option("global_weight", float, 1.0, GLOBAL_WEIGHT_RULE,
+           "global ends: loss = w * global + (1 - w) * local head (GLCAN's global-local collaboration; 1: the "
+           "global end alone, no local head)", search=1.0, applies=(GLOBAL,), hashed_default=False, leading=True),
     Option("through", str, "adapter", one_of("adapter", "ema", "trainable"),
            "global ends: reach the head's later taps by light 1x1 projections (adapter) or by copies of the later "
-           "units, EMA (ema) or trainable", search="adapter",
-           applies=(When(lambda e, t: e["end"] != "local", "end: global or global_ema"),)),
+           "units, EMA (ema) or trainable", search="adapter", applies=(GLOBAL,)),
     Option("through_momentum", float, 0.995, EMA_RULE,
            "global ends: EMA momentum of the copied later units / head", search=0.995, memory_neutral=True,
-           applies=(When(lambda e, t: e["end"] == "global_ema" or (e["end"] == "global" and e["through"] == "ema"),
+           applies=(When(lambda e, t: e["end"] != "local" and (e["end"] == "global_ema" or e["through"] == "ema"),
                          "EMA copies (end: global_ema, or through: ema)"),)),
 )
+
+# Options of earlier versions, refused with what replaced them (a saved design or space names them).
+REMOVED = {
+    "bank": "the cross-scale feature bank (bank / bank_fusion) was removed: it did not beat its absence in any "
+            "dense comparison (docs/results.md); the feature bank is now the detached head inputs a global end "
+            "reads (docs/concepts.md, \"The feature bank and global-local ends\"): drop the key",
+}
+REMOVED["bank_fusion"] = REMOVED["bank"]
+
+
+def refuse_removed(keys: Any, key: str) -> None:
+    """A ConfigError naming what replaced the first removed option in ``keys``."""
+    gone = sorted(set(keys) & set(REMOVED))
+    if gone:
+        raise ConfigError(f"{key}.{gone[0]}", REMOVED[gone[0]])
 
 
 def _behind(head: FamilySpec) -> tuple[Option, ...]:
@@ -204,13 +227,11 @@ def defaults(spec: FamilySpec) -> dict[str, Any]:
     return {"family": spec.name, **{o.name: o.default for o in all_options(spec)}}
 
 
-def normalize_entry(entry: Any, key: str, task: str | TaskSpec = "classification",
-                    module: int | None = None) -> dict[str, Any]:
+def normalize_entry(entry: Any, key: str, task: str | TaskSpec = "classification") -> dict[str, Any]:
     """Validate one aux entry and return it with every default filled in.
 
     Options that cannot affect the network are refused when written and left out when not
-    (their :attr:`Option.applies`): so one network has one hash. ``module`` (k) lets an
-    option take the value module k can actually have (a bank reads at most k outputs).
+    (their :attr:`Option.applies`): so one network has one hash.
     """
     if not isinstance(entry, Mapping):
         raise ConfigError(key, f"must be a mapping with a 'family' key, got {entry!r}")
@@ -218,6 +239,7 @@ def normalize_entry(entry: Any, key: str, task: str | TaskSpec = "classification
     options = all_options(spec)
     names = ["family", *(o.name for o in options)]
     unknown = sorted(set(entry) - set(names))
+    refuse_removed(unknown, key)
     if unknown:
         raise ConfigError(f"{key}.{unknown[0]}", f"unknown option for family {spec.name!r}; allowed: {known(names)}")
     out = {"family": spec.name, **{o.name: o.value(f"{key}.{o.name}", entry.get(o.name, o.default)) for o in options}}
@@ -225,11 +247,6 @@ def normalize_entry(entry: Any, key: str, task: str | TaskSpec = "classification
     _drop_unused(out, WIRING, entry, key, t)  # the wiring first: the rules below read it
     _check_family(spec, out, key, t)
     _drop_unused(out, entry_options(spec), entry, key, t)
-    if module is not None:
-        for o in options:
-            if o.at_module is not None and o.name in out:
-                out[o.name] = o.at_module(out[o.name], module)
-        _drop_unused(out, options, {}, key, t)
     return out
 
 
@@ -247,7 +264,7 @@ def _check_family(spec: FamilySpec, out: dict, key: str, task: TaskSpec) -> None
     if out["end"] != "local" and not spec.global_end:
         raise ConfigError(f"{key}.end", f"a global end continues through the later backbone units, which "
                           f"family {spec.name!r} replaces or does not use; families: {known(global_families())}")
-    if task.dense and out["end"] == "local":
+    if task.dense and has_local_head(out):
         picks = [o.name for o in spec.options if o.picks_family and o.name in out]
         bad = "family" if spec.classification_only else next(
             (n for n in picks if family(out[n], f"{key}.{n}").classification_only), None)

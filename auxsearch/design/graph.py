@@ -19,9 +19,10 @@ The compact form (what a design YAML file holds) is::
 ``input``, ``unit:i``, ``aux:k`` and ``head``; edges carry ``kind``:
 ``data`` (forward flow; ``detach=True`` where a module boundary cuts the
 gradient), ``ema`` (an aux holds an EMA copy of that unit, ``momentum``
-attribute) and, reserved for the dense-task wiring, ``bank`` and
-``global``. Every node and edge attribute is a str/int/float/bool; the
-graph-level attributes hold the backbone, the input and the recipe.
+attribute) and ``global`` (the aux ends in the real head, its EMA copy or a trainable
+copy of it, reading the detached head inputs of earlier modules: the feature bank). Every
+node and edge attribute is a str/int/float/bool; the graph-level attributes hold the
+backbone, the input and the recipe.
 """
 
 from __future__ import annotations
@@ -45,8 +46,8 @@ VERSION = 1
 TOP_KEYS = ("version", "task", "backbone", "input_shape", "num_classes", "num_units", "splits", "aux",
             "data", "train", "design_hash")
 ARCH_KEYS = ("backbone", "input_shape", "num_classes", "num_units", "splits", "aux")
-NODE_KINDS = ("input", "unit", "aux", "head", "bank")
-EDGE_KINDS = ("data", "ema", "bank", "global")
+NODE_KINDS = ("input", "unit", "aux", "head")
+EDGE_KINDS = ("data", "ema", "global")
 
 
 def _check_int(key: str, v: Any, low: int) -> int:
@@ -57,13 +58,13 @@ def _check_int(key: str, v: Any, low: int) -> int:
     return v
 
 
-def normalize_aux(entry: Mapping, key: str, task: str = "classification", module: int | None = None) -> dict[str, Any]:
+def normalize_aux(entry: Mapping, key: str, task: str = "classification") -> dict[str, Any]:
     """Validate one aux entry and return it with every default filled in (``families.normalize_entry``).
 
     Options that cannot affect the network are refused when written and left out when not,
     as each option's family spec says (``Option.applies``): so one network has one hash.
     """
-    return families.normalize_entry(entry, key, task, module)
+    return families.normalize_entry(entry, key, task)
 
 
 def normalize(design: Mapping) -> dict[str, Any]:
@@ -94,7 +95,7 @@ def normalize(design: Mapping) -> dict[str, Any]:
     if not isinstance(aux, list) or len(aux) != len(out["splits"]):
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
                           f"for {len(out['splits']) + 1} modules, got {aux!r}")
-    out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"], module=i) for i, a in enumerate(aux)]
+    out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"]) for i, a in enumerate(aux)]
     for k in ("data", "train"):
         if k in design and design[k] is not None:
             if not isinstance(design[k], Mapping):
@@ -188,10 +189,9 @@ def to_graph(design: Mapping) -> nx.DiGraph:
         ema = families.family(entry["family"]).ema  # the option holding its EMA momentum
         if ema is not None:
             g.add_edge(f"unit:{mods[k + 1][0]}", f"aux:{k}", kind="ema", momentum=entry[ema])
-        for j in range(max(0, k - entry["bank"]), k):  # earlier module outputs the aux reads
-            g.add_edge(f"unit:{mods[j][1] - 1}", f"aux:{k}", kind="bank", detach=True)
         if entry["end"] != "local":
-            g.add_edge("head", f"aux:{k}", kind="global", end=entry["end"], through=entry["through"])
+            g.add_edge("head", f"aux:{k}", kind="global", end=entry["end"], through=entry["through"],
+                       weight=entry["global_weight"])
     return g
 
 

@@ -34,10 +34,11 @@ from auxsearch.design.families import (
     dense_choices,
     family,
     family_names,
+    refuse_removed,
     search_order,
     searchable,
 )
-from auxsearch.design.spec import Option, Rule, at_least, within
+from auxsearch.design.spec import Rule, at_least, within
 from auxsearch.design.tasks import TaskSpec, task_spec
 from auxsearch.errors import ConfigError, known
 
@@ -170,6 +171,7 @@ def parse_space(raw: Mapping | None, key: str = "search_space") -> SearchSpace:
     specs = dimensions()
     allowed = {"splits", "per_module", *specs}
     unknown = set(raw) - allowed
+    refuse_removed(unknown, key)
     if unknown:
         raise ConfigError(f"{key}.{sorted(unknown)[0]}", f"unknown key; allowed: {known(allowed)}")
     splits = raw.pop("splits", "free")
@@ -291,17 +293,17 @@ def suggest_design(trial, space: SearchSpace, base: Mapping, unit_costs: Sequenc
             splits.append(prev)
     task = task_spec(base.get("task", {}).get("name", "classification"))
     if space.per_module:
-        aux = [_suggest_aux(trial, space, f"aux{m}.", task, m) for m in range(k - 1)]
+        aux = [_suggest_aux(trial, space, f"aux{m}.", task) for m in range(k - 1)]
     else:
-        aux = [_suggest_aux(trial, space, "aux.", task, None)] * (k - 1) if k > 1 else []
+        aux = [_suggest_aux(trial, space, "aux.", task)] * (k - 1) if k > 1 else []
     return {**{f: base[f] for f in ("task", "backbone", "input_shape", "num_classes", "num_units") if f in base},
             "splits": splits, "aux": [dict(a) for a in aux]}
 
 
-def _suggest_aux(trial, space: SearchSpace, prefix: str, task: TaskSpec, module: int | None) -> dict:
+def _suggest_aux(trial, space: SearchSpace, prefix: str, task: TaskSpec) -> dict:
     """One aux entry; an option is asked only where it changes the network (one hash per network).
 
-    ``module`` is the module index with ``per_module`` (None: one entry shared by all). The
+    ``prefix`` names the module with ``per_module`` (``aux3.``), else the entry shared by all. The
     options come in the family's search order, each asked where its conditions hold for the
     answers so far (``Option.applies`` and ``Option.asked``).
     """
@@ -310,16 +312,8 @@ def _suggest_aux(trial, space: SearchSpace, prefix: str, task: TaskSpec, module:
     seen = defaults(spec)
     for opt in search_order(spec):
         if opt.is_asked(seen, task):
-            entry[opt.name] = seen[opt.name] = _ask(trial, space.dim(opt.name), f"{prefix}{opt.name}", opt, module)
+            entry[opt.name] = seen[opt.name] = space.dim(opt.name).suggest(trial, f"{prefix}{opt.name}")
     return entry
-
-
-def _ask(trial, dim: Dim, name: str, opt: Option, module: int | None) -> Any:
-    """``dim``'s answer; not asked where module k can only hold the default (module 0 reads no bank)."""
-    if module is not None and opt.at_module is not None:
-        if all(opt.at_module(v, module) == opt.default for v in dim.values()):
-            return opt.default
-    return dim.suggest(trial, name)
 
 
 def grid(space: SearchSpace, base: Mapping) -> dict[str, list]:

@@ -80,7 +80,6 @@ class Option:
     search: Any = None  # the search dimension's default (value, list, {low, high}); None: never searched
     applies: tuple[When, ...] = ()  # all must hold, else the option is refused when written, dropped when not
     asked: tuple[When, ...] = ()  # further conditions for the search to ask it (else its default stands)
-    at_module: Callable[[Any, int], Any] | None = None  # the value module k can actually have
     hashed_default: bool = True  # False: its default stays out of the design hash (older designs keep theirs)
     leading: bool = False  # the search asks it before the family's own options (they depend on it)
     picks_family: bool = False  # its values name the family whose head it uses

@@ -46,8 +46,7 @@ class LocalNetwork(nn.Module):
     in [0, 1]: the network normalises it itself with the ``mean`` / ``std`` buffers (set
     from the data set, saved with the weights), so aux nets that reconstruct the image
     (InfoPro) can compare against the raw pixels. ``taps`` are the units whose outputs
-    the real head reads; ``bank_last`` maps a module to the last module whose aux net reads
-    its output.
+    the real head reads (banked, detached, for the global ends of later modules during a step).
     """
 
     def __init__(self, design: dict, stages: list[nn.Sequential], aux: list[AuxNet],
@@ -60,11 +59,6 @@ class LocalNetwork(nn.Module):
         self.head = head
         self.taps = list(taps)
         self.bounds = bounds(design)
-        # bank_last[j]: the last module whose aux net reads module j's output (held until then)
-        self.bank_last: dict[int, int] = {}
-        for k, a in enumerate(design["aux"]):
-            for j in range(max(0, k - a.get("bank", 0)), k):
-                self.bank_last[j] = k
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
@@ -159,8 +153,8 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
     Gradients are accumulated into ``.grad``; the optimizer step is the
     caller's. Stage k's input is detached, its loss back-propagates at once
     (freeing its graph), then its aux net's EMA copies follow the real units.
-    Tapped features and bank entries of finished modules are kept *detached*
-    (the real head and later aux nets read them; the peak counts them).
+    Tapped features of finished modules are kept *detached* (the feature bank: the real head
+    and the global ends of later aux nets read them; the peak counts them).
     ``stage_context(k)`` wraps stage k's forward (the memory floor uses it).
     ``precision`` (default fp32): each module's forward and loss run under its autocast, each
     backward outside it, scaled by its one loss scale under fp16 (:mod:`auxsearch.model.precision`).
@@ -169,8 +163,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
     h = (x - model.mean) / model.std
     last = len(model.stages) - 1
     losses: list[Tensor] = []
-    taps: dict[int, Tensor] = {}
-    bank: list[Tensor | None] = []
+    taps: dict[int, Tensor] = {}  # the feature bank
     raw = None
     for k, stage in enumerate(model.stages):
         with stage_context(k) if stage_context else contextlib.nullcontext(), precision.autocast():
@@ -182,7 +175,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
                     here[i] = h
             if k < last:
                 aux = model.aux[k]
-                state = StepState(bank, {**taps, **here}, model.head)  # module k's own taps stay attached
+                state = StepState({**taps, **here}, model.head)  # module k's own taps stay attached
                 loss = aux(h, x, y, state)
             else:
                 raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
@@ -191,10 +184,6 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
         if k < last:
             aux.after_step(model)
             taps.update((i, t.detach()) for i, t in here.items())
-            bank.append(h.detach() if k in model.bank_last else None)
-            for j, last_reader in model.bank_last.items():
-                if last_reader == k:
-                    bank[j] = None  # read for the last time: free it before the next module runs
         losses.append(loss.detach())
     return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, raw), losses
 

@@ -77,7 +77,7 @@ def _families() -> list[str]:
     for name in family_names():
         for o in family(name).options:
             rows.append(f"| `{name}` | `{o.name}` | `{o.default}` | {o.rule.words} | {_applies(o)} | {o.help} |")
-    rows += ["", "### Wiring options (every family; see docs/concepts.md, \"Feature bank and global ends\")", "",
+    rows += ["", "### Wiring options (every family; see docs/concepts.md, \"The feature bank and global-local ends\")", "",
              "| option | default | rule | applies with | meaning |", "|---|---|---|---|---|"]
     for o in WIRING:
         rows.append(f"| `{o.name}` | `{o.default}` | {o.rule.words} | {_applies(o)} | {o.help} |")

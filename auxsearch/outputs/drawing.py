@@ -16,8 +16,8 @@ import plotly.graph_objects as go
 
 from auxsearch.design.graph import as_design, to_graph
 
-# Edge colours by kind: forward data flow, EMA copy, feature-bank read, global end (real head).
-EDGE_COLORS = {"data": "#888", "ema": "#8E44AD", "bank": "#17A589", "global": "#D35400"}
+# Edge colours by kind: forward data flow, EMA copy, global end (the real head or a copy, reading the bank).
+EDGE_COLORS = {"data": "#888", "ema": "#8E44AD", "global": "#D35400"}
 PALETTE = ("#4C78A8", "#F58518", "#54A24B", "#B279A2", "#E45756", "#72B7B2", "#EECA3B", "#9D755D")
 
 
@@ -76,7 +76,7 @@ def design_figure(design: Any, title: str | None = None) -> go.Figure:
             textposition="bottom center" if kind == "aux" else "top center",
             hovertext=[f"<b>{n}</b><br>{_label(a)}" for n, a in nodes], hoverinfo="text", name=kind))
     k = len(d["splits"]) + 1
-    fig.add_annotation(text="red dashes: gradient cut · purple: EMA copy · green: bank read · orange: global end",
+    fig.add_annotation(text="red dashes: gradient cut · purple: EMA copy · orange: global end",
                        xref="paper", yref="paper", x=0, y=0, showarrow=False, font={"size": 10, "color": "#555"},
                        xanchor="left", yanchor="bottom")
     fig.update_layout(

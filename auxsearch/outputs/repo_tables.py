@@ -117,9 +117,9 @@ def table_entry(design: Any, fmt: str) -> TableEntry:
 def _one_aux(d: dict, fmt: str, repo: str) -> dict:
     """The one aux entry every module shares; what the repository cannot build is refused."""
     for i, a in enumerate(d["aux"]):
-        if a.get("end", "local") != "local" or a.get("bank", 0):
-            raise ConfigError(f"aux.{i}.end" if a.get("end", "local") != "local" else f"aux.{i}.bank",
-                              f"global aux ends and feature banks are auxsearch's wiring; {repo} has neither")
+        if a.get("end", "local") != "local":
+            raise ConfigError(f"aux.{i}.end", f"global aux ends (and the feature bank they read) are auxsearch's "
+                              f"wiring; {repo} has neither")
     first = d["aux"][0]
     for i, a in enumerate(d["aux"][1:], 1):
         if a != first:
