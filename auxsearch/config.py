@@ -198,8 +198,8 @@ class MemoryConfig:
 class SamplerConfig:
     name: str = spec("auto", choices=("auto", "ehvi", "tpe", "nsga2", "random", "gp", "grid"),
                      help="Optuna sampler. auto: ehvi where it applies, else tpe. ehvi models the score and "
-                     "simulates each candidate's memory (objectives [score, memory], a task whose step can be "
-                     "simulated: not detection); nsga2 and gp evolve the parameters every searched trial "
+                     "knows each candidate's memory before training it (objectives [score, memory]; simulated, or real "
+                     "steps where memory is measured on the CPU or the task cannot be simulated: detection); nsga2 and gp evolve the parameters every searched trial "
                      "shares: use splits: memory or balanced for a fixed-dimensional space")
     seed: int = spec(0, "must be >= 0", non_negative, help="sampler seed (sequential runs are reproducible)")
     n_startup_trials: int | None = spec(None, "must be >= 0", non_negative,

@@ -27,3 +27,25 @@ def tiny_design(**overrides):
 def batch():
     g = torch.Generator().manual_seed(0)
     return torch.rand(8, 1, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+def own_loss_grads(model, k: int, x, y) -> list:
+    """Module k's gradients (its units, then its aux net) from module k's loss alone.
+
+    The earlier modules run without a graph; their taps reach module k detached (the feature bank), module
+    k's own stay attached, as in a local step.
+    """
+    from auxsearch.aux import StepState
+
+    model.zero_grad(set_to_none=True)
+    h = (x - model.mean) / model.std
+    taps = {}
+    for j in range(k + 1):
+        with torch.set_grad_enabled(j == k):
+            h = h.detach()
+            for i, unit in enumerate(model.stages[j], model.bounds[j][0]):
+                h = unit(h)
+                if i in model.taps:
+                    taps[i] = h if j == k else h.detach()
+    model.aux[k](h, x, y, StepState(taps, model.head)).backward()
+    return [p.grad.clone() for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]

@@ -8,6 +8,7 @@ import random
 import numpy as np
 import optuna
 import pytest
+import torch
 from test_study import write_study
 
 from auxsearch.errors import ConfigError
@@ -179,3 +180,48 @@ def test_improvement_equals_differencing_the_hypervolume():
         got = improvement(norm, front, np.array(scores), peak)
         want = [norm.hypervolume([*front, (sc, peak)]) - norm.hypervolume(front) for sc in scores]
         assert got == pytest.approx(want, abs=1e-12)
+
+
+DETECTION = {"task": {"name": "detection", "args": {"levels": 2, "fpn_channels": 8, "head_convs": 1}},
+             "data": {"name": "scenes", "image_size": 32, "num_train": 32, "num_test": 16, "seed": 0},
+             "backbone": {"name": "resnet8"},
+             "search_space": {"modules": {"low": 2, "high": 3}, "splits": "balanced", "families": ["dgl"],
+                              "depth": 1, "width": 8, "end": ["local", "global_ema"]}}
+
+
+@pytest.mark.torchvision
+def test_auto_is_ehvi_on_detection_when_memory_is_measured_and_the_oracle_is_the_trials_peak(tmp_path):
+    """Detection cannot be faked, but a study that measures memory knows a candidate's peak from real steps
+    before training it: auto picks ehvi, and the peak the sampler knew is the one the trial recorded."""
+    path = write_study(tmp_path / "a", **DETECTION, sampler={"name": "auto", "seed": 0, "n_startup_trials": 1,
+                                                           "candidates": 2},
+                       memory={"mode": "measured"}, n_trials=3, enqueue=[], pruning={"enabled": False},
+                       train={"epochs": 1, "batch_size": 16, "lr": 0.003, "optimizer": "adamw", "seed": 0,
+                              "device": "cpu", "bn_recalibration_batches": 0})
+    run = study_mod.prepare(path)
+    assert sampler_name(run) == "ehvi"
+    st = open_search(run)
+    optimize(run, st, 3, None, progress=False)
+    done = [t for t in st.all_trials() if t.state.name == "COMPLETE" and not t.user_attrs["is_e2e"]]
+    assert done
+    for t in done:
+        assert st.search.sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
+
+
+def test_ehvi_on_detection_measures_candidates_on_the_studys_device(monkeypatch):
+    """On CUDA a simulatable study's oracle is the simulator; detection's is real steps on the GPU."""
+    from auxsearch.model import engine as engine_mod
+    from auxsearch.train import memory
+
+    calls = []
+    monkeypatch.setattr(engine_mod, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(memory, "measure", lambda d, bs, size, cfg, device: calls.append(device) or 1)
+    monkeypatch.setattr(memory, "simulate_in_study", lambda d, cfg: calls.append("simulated") or 2)
+    from auxsearch.config import StudyConfig, from_mapping
+
+    cfg = from_mapping(StudyConfig, {"name": "x", "memory": {"mode": "measured"}}, "")
+    box = {"task": {"name": "detection", "args": {"levels": 2}}, "backbone": {"name": "resnet8"},
+           "input_shape": [3, 32, 32], "num_classes": 4, "num_units": 4, "splits": [2], "aux": [{"family": "dgl"}]}
+    assert memory.peak_in_study(box, cfg) == 1 and calls == ["cuda"]
+    digits = {**box, "task": {"name": "classification", "args": {}}, "input_shape": [1, 16, 16], "num_classes": 10}
+    assert memory.peak_in_study(digits, cfg) == 2 and calls == ["cuda", "simulated"]

@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_design
+from conftest import own_loss_grads, tiny_design
 
 from auxsearch.aux import StepState
 from auxsearch.aux.wiring import Adapter
@@ -295,22 +295,6 @@ def test_adapter_global_end_costs_at_most_1_15x_the_local_end_and_well_under_e2e
     assert peaks["global"] < copies  # the copies of the later units cost about E2E's peak (docs/concepts.md)
 
 
-def _own_loss_grads(model, k: int, x, y) -> list[torch.Tensor]:
-    """Module k's gradients from module k's loss alone: earlier modules run without a graph."""
-    model.zero_grad(set_to_none=True)
-    h = (x - model.mean) / model.std
-    taps = {}
-    for j in range(k + 1):
-        with torch.set_grad_enabled(j == k):
-            h = h.detach()
-            for i, unit in enumerate(model.stages[j], model.bounds[j][0]):
-                h = unit(h)
-                if i in model.taps:
-                    taps[i] = h if j == k else h.detach()
-    model.aux[k](h, x, y, StepState(taps, model.head)).backward()
-    return [p.grad.clone() for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]
-
-
 ISOLATED = [*((t, {"family": f, "end": "global"}) for t in DENSE_TASKS for f in ("dgl", "momentum")),
             *((t, {"family": "dgl", "width": 16, "end": "global_copy", "global_weight": 0.5}) for t in DENSE_TASKS),
             ("segmentation", {"family": "momentum", "width": 16, "end": "global_ema", "global_weight": 0.5})]
@@ -325,7 +309,7 @@ def test_adapter_modules_get_gradients_from_their_own_loss_only(task, aux):
     local_step(model, x, y)
     for k in range(len(model.aux)):
         mine = [p.grad for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]
-        for ga, gb in zip(mine, _own_loss_grads(alone, k, x, y), strict=True):
+        for ga, gb in zip(mine, own_loss_grads(alone, k, x, y), strict=True):
             assert torch.equal(ga, gb), k
     # Scrambling everything after module 0 (the shared real head aside) leaves its gradients alone.
     scrambled = copy.deepcopy(alone)
@@ -410,7 +394,9 @@ def test_adapters_learn_and_only_global_sends_gradients_into_the_real_head(task)
 def test_the_design_drawing_says_how_a_global_end_reaches_the_head():
     from auxsearch.outputs.drawing import design_figure
 
-    d = tiny_design(splits=[1, 3], aux=[{"family": "dgl", "end": "global"},
-                                        {"family": "momentum", "end": "global_ema", "through": "ema"}])
+    d = tiny_design(splits=[1, 2, 3], aux=[{"family": "dgl", "end": "global"},
+                                           {"family": "momentum", "end": "global_ema", "through": "ema"},
+                                           {"family": "dgl", "width": 8, "end": "global_copy", "global_weight": 0.5}])
     labels = {a.text for a in design_figure(d).layout.annotations if a.text}
-    assert {"global via 1x1 adapters", "global_ema via ema copies of later units"} <= labels
+    assert {"global via 1x1 adapters", "global_ema via ema copies of later units",
+            "global_copy via 1x1 adapters, w 0.5 + local head"} <= labels

@@ -177,8 +177,6 @@ def ehvi_applies(p: PreparedStudy) -> str | None:
     """Why ``ehvi`` cannot serve this study (None: it can)."""
     if list(p.cfg.objectives) != ["score", "memory"]:
         return f"ehvi models the score against memory: objectives must be [score, memory], not {list(p.cfg.objectives)}"
-    if not task_spec(p.task).simulatable:
-        return f"ehvi simulates each candidate's memory, and task {p.task!r} cannot be simulated; use tpe"
     return None
 
 

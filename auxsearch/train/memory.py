@@ -299,12 +299,14 @@ def simulate_in_study(design: Any, cfg: StudyConfig) -> int:
 
 
 def peak_in_study(design: Any, cfg: StudyConfig) -> int:
-    """The peak a trial of this study will score for ``design``, before it trains: real steps on the CPU
-    when the study measures memory there (the same counter as the trial's, and on small proxies about twice as
-    fast as faking the step), else :func:`simulate_in_study`."""
+    """The peak a trial of this study will score for ``design``, before it trains: real steps when the study
+    measures memory on the CPU (the same counter as the trial's, and on small proxies about twice as fast as
+    faking the step) or its task cannot be faked (detection: real steps on the study's device), else
+    :func:`simulate_in_study`."""
     m = cfg.memory
-    if m.mode == "measured" and engine.resolve_device(cfg.train.device).type == "cpu":
-        return measure(design, cfg.train.batch_size, None, cfg.train, "cpu")
+    device = engine.resolve_device(cfg.train.device)
+    if m.mode == "measured" and (device.type == "cpu" or not get_task(as_design(design)["task"]["name"]).simulatable):
+        return measure(design, cfg.train.batch_size, None, cfg.train, str(device))
     return simulate_in_study(design, cfg)
 
 
