@@ -192,7 +192,8 @@ DETECTION = {"task": {"name": "detection", "args": {"levels": 2, "fpn_channels":
 @pytest.mark.torchvision
 def test_auto_is_ehvi_on_detection_when_memory_is_measured_and_the_oracle_is_the_trials_peak(tmp_path):
     """Detection cannot be faked, but a study that measures memory knows a candidate's peak from real steps
-    before training it: auto picks ehvi, and the peak the sampler knew is the one the trial recorded."""
+    before training it: auto picks ehvi, and the peak the sampler knew is the trial's to within 1% (the oracle's
+    batch is synthetic, and a detection step's memory depends on its boxes: 0.06-0.12% apart here)."""
     path = write_study(tmp_path / "a", **DETECTION, sampler={"name": "auto", "seed": 0, "n_startup_trials": 1,
                                                            "candidates": 2},
                        memory={"mode": "measured"}, n_trials=3, enqueue=[], pruning={"enabled": False},
@@ -202,10 +203,10 @@ def test_auto_is_ehvi_on_detection_when_memory_is_measured_and_the_oracle_is_the
     assert sampler_name(run) == "ehvi"
     st = open_search(run)
     optimize(run, st, 3, None, progress=False)
-    done = [t for t in st.all_trials() if t.state.name == "COMPLETE" and not t.user_attrs["is_e2e"]]
+    done = [t for t in st.all_trials() if t.state.name == "COMPLETE" and not t.user_attrs.get("is_e2e")]
     assert done
     for t in done:
-        assert st.search.sampler.memory[t.user_attrs["design_hash"]] == t.values[1]
+        assert st.search.sampler.memory[t.user_attrs["design_hash"]] == pytest.approx(t.values[1], rel=0.01)
 
 
 def test_ehvi_on_detection_measures_candidates_on_the_studys_device(monkeypatch):

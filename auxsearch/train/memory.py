@@ -301,7 +301,8 @@ def simulate_in_study(design: Any, cfg: StudyConfig) -> int:
 def peak_in_study(design: Any, cfg: StudyConfig) -> int:
     """The peak a trial of this study will score for ``design``, before it trains: real steps when the study
     measures memory on the CPU (the same counter as the trial's, and on small proxies about twice as fast as
-    faking the step) or its task cannot be faked (detection: real steps on the study's device), else
+    faking the step) or its task cannot be faked (detection: real steps on the study's device, on a synthetic
+    batch, so within a fraction of a percent of the trial's peak, which depends on its boxes), else
     :func:`simulate_in_study`."""
     m = cfg.memory
     device = engine.resolve_device(cfg.train.device)
