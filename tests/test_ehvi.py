@@ -209,6 +209,7 @@ def test_auto_is_ehvi_on_detection_when_memory_is_measured_and_the_oracle_is_the
         assert st.search.sampler.memory[t.user_attrs["design_hash"]] == pytest.approx(t.values[1], rel=0.01)
 
 
+@pytest.mark.torchvision  # get_task("detection") loads torchvision's ops
 def test_ehvi_on_detection_measures_candidates_on_the_studys_device(monkeypatch):
     """On CUDA a simulatable study's oracle is the simulator; detection's is real steps on the GPU."""
     from auxsearch.model import engine as engine_mod
