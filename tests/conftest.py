@@ -29,7 +29,7 @@ def batch():
     return torch.rand(8, 1, 16, 16, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
-def own_loss_grads(model, k: int, x, y) -> list:
+def own_loss_grads(model, k: int, x, y, index=None) -> list:
     """Module k's gradients (its units, then its aux net) from module k's loss alone.
 
     The earlier modules run without a graph; their taps reach module k detached (the feature bank), module
@@ -47,5 +47,5 @@ def own_loss_grads(model, k: int, x, y) -> list:
                 h = unit(h)
                 if i in model.taps:
                     taps[i] = h if j == k else h.detach()
-    model.aux[k](h, x, y, StepState(taps, model.head)).backward()
+    model.aux[k](h, x, y, StepState(taps, model.head, index)).backward()
     return [p.grad.clone() for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]

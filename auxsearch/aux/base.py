@@ -42,11 +42,13 @@ class StepState:
     ``taps``: the feature bank, the tapped features (the real head's inputs, unit index ->
     tensor) computed so far in this step, detached once their module is trained (module k's
     own stay attached); ``head``: the network's real head, which a ``global`` end calls (so
-    its gradients reach it).
+    its gradients reach it); ``index``: the batch's positions in the training set (int64, on
+    the batch's device), which the long-term bank keys its slots by (None: it is not read).
     """
 
     taps: dict[int, Tensor] = field(default_factory=dict)
     head: nn.Module | None = None
+    index: Tensor | None = None
 
 
 class AuxNet(nn.Module, abc.ABC):

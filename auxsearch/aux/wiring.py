@@ -29,6 +29,16 @@ reads after module k (``through``):
   the real units by EMA, or trainable copies initialised from them), so the aux net is
   the rest of the network.
 
+**Long-term bank** (``bank_keep: n``, through adapters). The bank above lives for one step, and
+within one step module k runs before the modules that make the later levels, so module k's adapters
+stand in for them. With ``bank_keep`` the global end keeps, per training sample (slot = its index
+in the training set mod n, tagged with that index), the detached levels the backbone made for it
+the last time it was trained; when the sample comes back, the levels after module k's first later
+level are read from its slot (module k's adapter still makes that first one, so its feature
+reaches the head), and the adapters stand in only for samples without an entry. The slots are
+buffers (n x those levels' bytes per sample), allocated when the net is built: the peak and the
+simulator count them.
+
 **Global-local collaboration** (``global_weight: w``, GLCAN): with w < 1 the aux net keeps its
 local head as well, and its loss is w * global + (1 - w) * local.
 
@@ -108,7 +118,8 @@ class Adapter(nn.Module):
 class GlobalEnd(nn.Module):
     """Module k's feature -> (adapters | copies of the later units) -> the real head, or an EMA or trainable copy."""
 
-    def __init__(self, ctx: AuxContext, resume_at: int, end: str, through: str, momentum: float) -> None:
+    def __init__(self, ctx: AuxContext, resume_at: int, end: str, through: str, momentum: float,
+                 keep: int = 0) -> None:
         super().__init__()
         self.resume_at = resume_at
         self.own_last = ctx.next_start - 1  # module k's last unit: its tap comes attached
@@ -125,6 +136,14 @@ class GlobalEnd(nn.Module):
             self.adapters = None
             self.through = nn.ModuleList(copy(u) for u in later)
         self.follow_units = through == "ema"
+        # the long-term bank: per-sample slots for the levels after this end's first later level
+        later = [i for i in self.taps if i >= resume_at]
+        self.kept = later[1:] if keep and self.adapters is not None else []
+        self.keep = keep if self.kept else 0
+        for i in self.kept:
+            self.register_buffer(f"kept_{i}", torch.zeros(keep, *ctx.unit_out_shapes[i]))
+        if self.kept:
+            self.register_buffer("kept_ids", torch.full((keep,), -1, dtype=torch.long))
         self.head_ema = frozen_copy(ctx.head) if end == "global_ema" else None
         self.head_copy = clone_module(ctx.head) if end == "global_copy" else None
 
@@ -135,6 +154,11 @@ class GlobalEnd(nn.Module):
         if self.adapters is not None:
             for i, adapter in self.adapters.items():
                 got[int(i)] = adapter(h)
+        if self.kept and state.index is not None:  # samples seen before: their own later levels, from the bank
+            slots = state.index % self.keep
+            seen = (self.kept_ids[slots] == state.index).view(-1, 1, 1, 1)
+            for i in self.kept:
+                got[i] = torch.where(seen, getattr(self, f"kept_{i}")[slots].to(got[i].dtype), got[i])
         for i, unit in enumerate(self.through, self.resume_at):
             h = unit(h)
             if i in self.taps:
@@ -145,6 +169,16 @@ class GlobalEnd(nn.Module):
             return self.head_copy.loss(self.head_copy([got[i] for i in self.taps]), image, target)
         with frozen_statistics(state.head):  # the real head's BN statistics follow the real path only
             return state.head.loss(state.head([got[i] for i in self.taps]), image, target)
+
+    @torch.no_grad()
+    def remember(self, index: Tensor, taps: dict[int, Tensor]) -> None:
+        """Keep this step's levels (the backbone's, detached) in the samples' slots; the newest writer wins."""
+        if not self.kept:
+            return
+        slots = index % self.keep
+        for i in self.kept:
+            getattr(self, f"kept_{i}")[slots] = taps[i].detach().to(torch.float32)
+        self.kept_ids[slots] = index
 
     def after_step(self, model: nn.Module) -> None:
         if self.follow_units:
@@ -158,6 +192,6 @@ def attach(aux: AuxNet, ctx: AuxContext, opts: dict) -> AuxNet:
     """Add the global end an aux entry asks for, and its weight against the local head."""
     if opts.get("end", "local") != "local":
         aux.global_end = GlobalEnd(ctx, aux.resume_at, opts["end"], opts["through"],
-                                   opts.get("through_momentum", 0.995))
+                                   opts.get("through_momentum", 0.995), opts.get("bank_keep", 0))
         aux.global_weight = float(opts.get("global_weight", 1.0))
     return aux

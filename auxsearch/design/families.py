@@ -72,6 +72,13 @@ WIRING = (
     Option("through", str, "adapter", one_of("adapter", "ema", "trainable"),
            "global ends: reach the head's later taps by light 1x1 projections (adapter) or by copies of the later "
            "units, EMA (ema) or trainable", search="adapter", applies=(GLOBAL,)),
+    Option("bank_keep", int, 0, at_least(0, "sample slots (0: the bank lives for one step)"),
+           "global ends through adapters: keep the backbone's head inputs of this many training samples across "
+           "steps (the long-term feature bank), so the head levels after module k's first are the ones the sample "
+           "made when it was last trained; memory: bank_keep x those levels' bytes per sample",
+           applies=(When(lambda e, t: e["end"] != "local" and e["through"] == "adapter",
+                         "a global end through adapters (end: global*, through: adapter)"),),
+           hashed_default=False),
     Option("through_momentum", float, 0.995, EMA_RULE,
            "global ends: EMA momentum of the copied later units / head", search=0.995, memory_neutral=True,
            applies=(When(lambda e, t: e["end"] != "local" and (e["end"] == "global_ema" or e["through"] == "ema"),

@@ -190,8 +190,9 @@ def to_graph(design: Mapping) -> nx.DiGraph:
         if ema is not None:
             g.add_edge(f"unit:{mods[k + 1][0]}", f"aux:{k}", kind="ema", momentum=entry[ema])
         if entry["end"] != "local":
+            keep = {"keep": entry["bank_keep"]} if entry.get("bank_keep") else {}  # the long-term bank's slots
             g.add_edge("head", f"aux:{k}", kind="global", end=entry["end"], through=entry["through"],
-                       weight=entry["global_weight"])
+                       weight=entry["global_weight"], **keep)
     return g
 
 

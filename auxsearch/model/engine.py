@@ -71,6 +71,11 @@ class LocalNetwork(nn.Module):
                     m.mean.copy_(self.mean.view_as(m.mean))
                     m.std.copy_(self.std.view_as(m.std))
 
+    @property
+    def keeps_samples(self) -> bool:
+        """A global end keeps levels per training sample (``bank_keep``): training passes each batch's index."""
+        return any(a.global_end is not None and a.global_end.kept for a in self.aux)
+
     def unit(self, index: int) -> nn.Module:
         """Backbone unit ``index`` (counting across stages)."""
         for stage in self.stages:
@@ -147,7 +152,7 @@ def build(design: Any) -> LocalNetwork:
 
 def local_step(model: LocalNetwork, x: Tensor, y: Any,
                stage_context: Callable[[int], ContextManager] | None = None,
-               precision: Precision | None = None) -> tuple[Any, list[Tensor]]:
+               precision: Precision | None = None, index: Tensor | None = None) -> tuple[Any, list[Tensor]]:
     """Forward and backward of every stage in turn; returns (raw head output, local losses).
 
     Gradients are accumulated into ``.grad``; the optimizer step is the
@@ -158,6 +163,8 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
     ``stage_context(k)`` wraps stage k's forward (the memory floor uses it).
     ``precision`` (default fp32): each module's forward and loss run under its autocast, each
     backward outside it, scaled by its one loss scale under fp16 (:mod:`auxsearch.model.precision`).
+    ``index``: the batch's positions in the training set; the long-term bank (``bank_keep``) reads and
+    keeps the samples' levels by it (None: it is neither read nor written).
     """
     precision = precision or Precision()
     h = (x - model.mean) / model.std
@@ -175,7 +182,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
                     here[i] = h
             if k < last:
                 aux = model.aux[k]
-                state = StepState({**taps, **here}, model.head)  # module k's own taps stay attached
+                state = StepState({**taps, **here}, model.head, index)  # module k's own taps stay attached
                 loss = aux(h, x, y, state)
             else:
                 raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
@@ -185,6 +192,10 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
             aux.after_step(model)
             taps.update((i, t.detach()) for i, t in here.items())
         losses.append(loss.detach())
+    if index is not None:  # the long-term bank keeps this step's levels of the batch's samples
+        for aux in model.aux:
+            if aux.global_end is not None:
+                aux.global_end.remember(index, {**taps, **here})
     return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, raw), losses
 
 
@@ -210,11 +221,11 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig, total_steps: int):
 
 
 def train_step(model: LocalNetwork, opt: torch.optim.Optimizer, x: Tensor, y: Tensor,
-               precision: Precision | None = None) -> tuple[Tensor, list[Tensor]]:
+               precision: Precision | None = None, index: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
     """One full training step: zero grads, local step, optimizer step (skipped by fp16 on overflow)."""
     precision = precision or Precision()
     opt.zero_grad(set_to_none=True)
-    out = local_step(model, x, y, precision=precision)
+    out = local_step(model, x, y, precision=precision, index=index)
     precision.step(opt)
     return out
 

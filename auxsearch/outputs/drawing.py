@@ -57,8 +57,9 @@ def design_figure(design: Any, title: str | None = None) -> go.Figure:
         if e["kind"] == "global":  # say how the aux net reaches the real head (docs/concepts.md)
             how = "1x1 adapters" if e.get("through") == "adapter" else f"{e.get('through')} copies of later units"
             local = f", w {e['weight']:g} + local head" if e.get("weight", 1.0) < 1 else ""  # global-local
+            kept = f", bank of {e['keep']} samples" if e.get("keep") else ""  # the long-term bank
             fig.add_annotation(x=(x0 + x1) / 2, y=(y0 + y1) / 2, xref="x", yref="y", showarrow=False,
-                               text=f"{e.get('end')} via {how}{local}", font={"size": 9, "color": EDGE_COLORS["global"]},
+                               text=f"{e.get('end')} via {how}{local}{kept}", font={"size": 9, "color": EDGE_COLORS["global"]},
                                bgcolor="rgba(255,255,255,0.8)")
         if e.get("detach") and e["kind"] == "data":
             fig.add_shape(type="line", x0=(x0 + x1) / 2, x1=(x0 + x1) / 2, y0=-0.5, y1=0.5,

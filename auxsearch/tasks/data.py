@@ -52,6 +52,7 @@ class ImageData:
     collate: Callable | None = None  # DataLoader collate_fn (detection: images stacked, targets a list)
     scale: int = 1  # super-resolution: high-resolution side / low-resolution side
     eval_batch_size: int | None = None  # set when val/test items differ in size (whole SR images: 1)
+    fixed_items: bool = False  # training item i is the same every epoch (no random crop or augmentation)
 
 
 Loader = Callable[[Mapping, str], ImageData]

@@ -108,7 +108,7 @@ def _load_scenes(cfg: Mapping, key: str) -> ImageData:
     mean, std = channel_stats(train[0])
     train, val, test = (SceneDetection(images, targets) for images, targets, _ in (train, val, test))
     return ImageData(train=train, val=val, test=test, in_chans=3, num_classes=len(SCENE_CLASSES),
-                     image_size=size, mean=mean, std=std, collate=detection_collate)
+                     image_size=size, mean=mean, std=std, collate=detection_collate, fixed_items=True)
 
 
 # ---------------------------------------------------------------- VOC

@@ -52,7 +52,8 @@ def _load_scenes(cfg: Mapping, key: str) -> ImageData:
     train, val, test = (TensorDataset(torch.from_numpy(images), torch.from_numpy(masks))
                         for images, _, masks in (train, val, test))
     return ImageData(train=train, val=val, test=test, in_chans=3,
-                     num_classes=1 + len(SCENE_CLASSES), image_size=size, mean=mean, std=std)
+                     num_classes=1 + len(SCENE_CLASSES), image_size=size, mean=mean, std=std,
+                     fixed_items=True)
 
 
 def _load_voc(cfg: Mapping, key: str) -> ImageData:

@@ -11,9 +11,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from auxsearch.config import TrainConfig
+from auxsearch.errors import ConfigError
 from auxsearch.tasks import ImageData, get_task, resolve_data_paths
 from auxsearch.tasks.tensor_data import DeviceBatches, tensor_source
 
@@ -65,9 +66,48 @@ def batches(split, data: ImageData, cfg: TrainConfig, device: torch.device, batc
                       persistent_workers=workers > 0)
 
 
-def train_batches(data: ImageData, cfg: TrainConfig, device: torch.device):
-    """Shuffled training batches, in the order ``train.seed`` gives."""
-    return batches(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed)
+class Indexed(Dataset):
+    """``dataset``'s items with their positions: item ``i`` is ``(i, dataset[i])``."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        return i, self.dataset[i]
+
+
+class IndexedCollate:
+    """A batch of :class:`Indexed` items -> ``(index, (x, y))``: the positions as int64, the rest as ``collate``."""
+
+    def __init__(self, collate=None) -> None:
+        self.collate = collate or default_collate
+
+    def __call__(self, items):
+        return torch.tensor([i for i, _ in items], dtype=torch.long), self.collate([item for _, item in items])
+
+
+def train_batches(data: ImageData, cfg: TrainConfig, device: torch.device, *, with_index: bool = False):
+    """Shuffled training batches, in the order ``train.seed`` gives.
+
+    ``with_index`` (the long-term feature bank, ``bank_keep``): each batch is ``(index, (x, y))``, the
+    samples' positions in ``data.train`` beside them; refused unless the data set's training items are
+    the same every epoch (``data.fixed_items``): a kept level of another crop would not be this sample's.
+    """
+    if not with_index:
+        return batches(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    if not data.fixed_items:
+        raise ConfigError("aux.bank_keep", "the long-term bank keeps a sample's levels from the last time it was "
+                          "trained, but this data set draws its training items anew each epoch (random crops or "
+                          "augmentation), so the kept levels would be of another view; it needs fixed training "
+                          "items (the embedded scenes): drop bank_keep or use such a data set")
+    gen = torch.Generator().manual_seed(cfg.seed)
+    workers = loader_workers(cfg, device)
+    return DataLoader(Indexed(data.train), batch_size=cfg.batch_size, shuffle=True,
+                      drop_last=len(data.train) > cfg.batch_size, generator=gen, pin_memory=device.type == "cuda",
+                      collate_fn=IndexedCollate(data.collate), num_workers=workers, persistent_workers=workers > 0)
 
 
 def eval_batches(split, data: ImageData, cfg: TrainConfig, device: torch.device):

@@ -63,12 +63,15 @@ def train_one_epoch(s: Session, bar, measure: int) -> tuple[bool, int, int]:
     s.model.train()
     finite = torch.ones((), dtype=torch.bool, device=s.device)
     peak, measured = 0, 0
-    for x, y in s.train:
+    for batch in s.train:
+        index, (x, y) = batch if s.model.keeps_samples else (None, batch)
         x = x.to(s.device, non_blocking=True).contiguous(memory_format=s.layout)
         y = s.task.to_device(y, s.device)
+        if index is not None:
+            index = index.to(s.device, non_blocking=True)
 
-        def step(x=x, y=y):
-            return engine.train_step(s.model, s.opt, x, y, s.amp)
+        def step(x=x, y=y, index=index):
+            return engine.train_step(s.model, s.opt, x, y, s.amp, index)
 
         if measured < measure:
             measured += 1
@@ -108,7 +111,7 @@ def _session(d: dict, cfg: TrainConfig, data: ImageData) -> Session:
     model.set_normalization(data.mean, data.std)
     layout = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(memory_format=layout)
-    train = train_batches(data, cfg, device)
+    train = train_batches(data, cfg, device, with_index=model.keeps_samples)
     recal = recalibration_batches(data, cfg, device) if cfg.bn_recalibration_batches else None
     opt, sched = engine.make_optimizer(model, cfg, cfg.epochs * len(train))
     amp = Precision(cfg.precision, device)

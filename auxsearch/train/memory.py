@@ -268,6 +268,11 @@ def _setup(d: dict, cfg: TrainConfig, batch_size: int, device: torch.device | st
     return model, opt, x, y, Precision(cfg.precision, device)
 
 
+def _index(model: engine.LocalNetwork, x: torch.Tensor) -> torch.Tensor | None:
+    """Sample positions for a model with a long-term bank (its reads and writes cost bytes too), else None."""
+    return torch.arange(x.shape[0], device=x.device) if model.keeps_samples else None
+
+
 def check_simulatable(design: Any) -> None:
     """Refuse a simulation the task cannot run on fake tensors."""
     task = get_task(as_design(design)["task"]["name"])
@@ -285,7 +290,8 @@ def simulate(design: Any, batch_size: int, input_size: tuple[int, int] | None = 
 
     def make():
         model, opt, x, y, amp = _setup(d, cfg, batch_size)
-        return model, opt, lambda: engine.train_step(model, opt, x, y, amp), x, y
+        index = _index(model, x)
+        return model, opt, lambda: engine.train_step(model, opt, x, y, amp, index), x, y
 
     return simulate_step(make)
 
@@ -318,7 +324,8 @@ def measure(design: Any, batch_size: int, input_size: tuple[int, int] | None = N
     torch.manual_seed(cfg.seed)
     model, opt, x, y, amp = _setup(d, cfg, batch_size, device)
     warm_up(torch.device(device), amp)
-    return max(measure_step(model, opt, lambda: engine.train_step(model, opt, x, y, amp), x, y)[0]
+    index = _index(model, x)
+    return max(measure_step(model, opt, lambda: engine.train_step(model, opt, x, y, amp, index), x, y)[0]
                for _ in range(STEPS_MEASURED))
 
 
