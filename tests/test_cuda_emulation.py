@@ -134,6 +134,27 @@ def test_forward_and_loss_run_under_cudas_autocast_on_cuda_tensors(task, fam, pr
         assert seen and all(off and dtypes == {torch.float32} for off, dtypes in seen)
 
 
+@pytest.mark.torchvision  # segmentation's head
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_the_long_term_bank_reads_and_keeps_on_cuda_under_autocast(precision):
+    """Slots, ids and the batch's positions all on the device; the second step reads what the first kept."""
+    d = design("segmentation", {"family": "dgl", "end": "global", "bank_keep": 4})
+    model = engine.build(d)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    amp = EmulatedCuda(precision)
+    with mode:
+        on_fake_cuda(model, mode)
+        x, y = get_task("segmentation").example_batch(d, 2, "cpu")
+        x, y = mode.from_tensor(x).to("cuda"), mode.from_tensor(y).to("cuda")
+        index = mode.from_tensor(torch.tensor([1, 2])).to("cuda")
+        for _ in range(2):
+            engine.local_step(model, x, y, precision=amp, index=index)
+        bank = model.aux[0].global_end
+        assert bank.kept == [3] and {bank.kept_3.device.type, bank.kept_ids.device.type} == {"cuda"}
+        assert bank.kept_3.dtype == torch.float32
+    assert len(amp.losses) == 4 and all(loss.dtype == torch.float32 for loss in amp.losses)
+
+
 def test_the_emulation_refuses_what_cudas_autocast_refuses():
     """The check is real: a plain BCE after a sigmoid, which CPU autocast runs, fails here as on a GPU."""
     import torch.nn.functional as F
