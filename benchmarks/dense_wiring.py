@@ -326,7 +326,8 @@ def main() -> None:
             "momentum candidates at K = 3, 4 with memory-balanced splits, trained once with the study's seed)",
             f"`--budget {args.budget}`: the design is chosen on validation under a memory budget, the study's "
             f"best-scoring local design whose recorded peak is <= {args.budget}x the E2E reference's (any K, any "
-            "family); its global ends use dgl aux nets at its splits when its families cannot end globally", 1)
+            "family); its global ends use dgl aux nets at its splits when its families cannot end globally", 1).replace(
+            "; global-local: the same with `global_weight: 0.5` and the local design's head beside it", "", 1)
     print(body)
     if not args.quick:
         print(f"wrote {write_section('dense-wiring' if args.budget is None else 'dense-budget', body)}")
