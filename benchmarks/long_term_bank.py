@@ -55,8 +55,8 @@ def bench(task: str) -> tuple[list[list], str]:
     for name, (d, res) in got.items():
         rows.append([task, name, len(d["splits"]) + 1, spread([r[0] for r in res]), spread([r[1] for r in res]),
                      f"{res[0][2] / MIB:.2f}", f"{res[0][2] / base_peak:.3f}x"])
-    (a, ra), (b, rb) = got.values()
-    va, vb = [r[0] for r in ra[1]], [r[0] for r in rb[1]]
+    (_, ra), (_, rb) = got.values()
+    va, vb = [r[0] for r in ra], [r[0] for r in rb]
     gap = statistics.mean(vb) - statistics.mean(va)
     both = statistics.stdev(va) + statistics.stdev(vb)
     verdict = "better" if gap > both else "worse" if -gap > both else "within the spreads"

@@ -47,5 +47,5 @@ def own_loss_grads(model, k: int, x, y, index=None) -> list:
                 h = unit(h)
                 if i in model.taps:
                     taps[i] = h if j == k else h.detach()
-    model.aux[k](h, x, y, StepState(taps, model.head, index)).backward()
+    model.aux[k](h, x, y, StepState(taps, model.head, index, getattr(model, "bank", None))).backward()
     return [p.grad.clone() for p in (*model.stages[k].parameters(), *model.aux[k].parameters())]

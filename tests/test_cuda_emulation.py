@@ -149,9 +149,9 @@ def test_the_long_term_bank_reads_and_keeps_on_cuda_under_autocast(precision):
         index = mode.from_tensor(torch.tensor([1, 2])).to("cuda")
         for _ in range(2):
             engine.local_step(model, x, y, precision=amp, index=index)
-        bank = model.aux[0].global_end
-        assert bank.kept == [3] and {bank.kept_3.device.type, bank.kept_ids.device.type} == {"cuda"}
-        assert bank.kept_3.dtype == torch.float32
+        bank = model.bank
+        assert bank.levels == [3] and {bank.level(3).device.type, bank.ids.device.type} == {"cuda"}
+        assert bank.level(3).dtype == torch.float32
     assert len(amp.losses) == 4 and all(loss.dtype == torch.float32 for loss in amp.losses)
 
 

@@ -1,8 +1,9 @@
 """The long-term feature bank (``bank_keep``): a sample's later head levels kept across steps.
 
 resnet8 segmentation, splits [1, 3]: the real head taps units 2 and 3; module 0 (unit 0) reaches both
-through adapters, so with ``bank_keep`` it keeps unit 3's level per sample (its first later level, unit
-2, it always makes itself); module 1 (units 1-2) makes unit 2 itself and reaches only unit 3: nothing kept.
+through adapters, so with ``bank_keep`` it reads unit 3's level per sample from the network's bank (its
+first later level, unit 2, it always makes itself); module 1 (units 1-2) makes unit 2 itself and reaches
+only unit 3: it reads nothing kept.
 """
 
 from __future__ import annotations
@@ -48,13 +49,26 @@ def _adapter_grads(model):
     return {i: ends.adapters[str(i)].proj.weight.grad.clone() for i in (2, 3)}
 
 
-def test_module_0_keeps_the_level_after_its_first_and_module_1_keeps_nothing():
+def test_module_0_reads_the_level_after_its_first_and_module_1_reads_nothing():
     model, _, _ = _model()
     first, second = (a.global_end for a in model.aux)
     assert first.kept == [3] and second.kept == []
-    assert first.kept_3.shape == (KEEP, *model.aux[0].global_end.adapters["3"](torch.zeros(1, 16, 32, 32)).shape[1:])
-    assert torch.equal(first.kept_ids, torch.full((KEEP,), -1))
+    assert model.bank.levels == [3] and model.bank.slots == KEEP
+    assert model.bank.level(3).shape == (KEEP, 64, 8, 8)  # unit 3's output at 32 x 32 input
+    assert torch.equal(model.bank.ids, torch.full((KEEP,), -1))
     assert model.keeps_samples and not build(_design(0)).keeps_samples
+
+
+def test_the_global_ends_share_one_bank_and_must_agree_on_its_slots():
+    three = dict(SEG, splits=[1, 2, 3], aux=[{"family": "dgl", "end": "global", "bank_keep": 8}] * 3)
+    torch.manual_seed(0)
+    model = build(three)  # modules 0 and 1 end before unit 2: both read unit 3's level, kept once
+    assert [a.global_end.kept for a in model.aux] == [[3], [3], []]
+    assert [n for n, _ in model.named_buffers() if n.startswith("bank.")] == ["bank.level_3", "bank.ids"]
+    assert {"bank.level_3", "bank.ids"} <= set(model.state_dict())  # a checkpoint keeps it
+    bad = dict(three, aux=[*three["aux"][:2], {"family": "dgl", "end": "global", "bank_keep": 4}])
+    with pytest.raises(ConfigError, match="aux.2.bank_keep: is 4, but aux.0.bank_keep is 8"):
+        normalize(bad)
 
 
 def test_a_step_keeps_the_backbones_levels_of_its_samples_in_their_slots():
@@ -65,9 +79,8 @@ def test_a_step_keeps_the_backbones_levels_of_its_samples_in_their_slots():
         h = (x - model.mean) / model.std
         for i in range(4):
             h = model.unit(i)(h)
-    ends = model.aux[0].global_end
-    assert ends.kept_ids.tolist() == [-1, -1, -1, -1, -1, 5, 14, -1]
-    torch.testing.assert_close(ends.kept_3[[5, 6]], h)
+    assert model.bank.ids.tolist() == [-1, -1, -1, -1, -1, 5, 14, -1]
+    torch.testing.assert_close(model.bank.level(3)[[5, 6]], h)
 
 
 def test_a_sample_seen_before_reads_its_kept_level_and_a_new_one_the_adapter():
@@ -137,7 +150,7 @@ def test_training_on_the_scenes_fills_one_slot_per_sample():
     data = {"name": "scenes", "image_size": 32, "num_train": 16, "num_val": 4, "num_test": 4, "seed": 0}
     cfg = {"epochs": 2, "batch_size": 8, "lr": 0.01, "optimizer": "adamw", "device": "cpu"}
     r = fit(_design(16), train=cfg, data=data)
-    assert sorted(r.model.aux[0].global_end.kept_ids.tolist()) == list(range(16))
+    assert sorted(r.model.bank.ids.tolist()) == list(range(16))
     assert r.peak_memory_bytes > 0 and 0 <= r.score <= 1
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from auxsearch.aux import wiring
 from auxsearch.aux.base import AuxContext, AuxNet, StepState, local_end
+from auxsearch.aux.wiring import SampleBank, sample_bank
 from auxsearch.design.families import family
 
 
@@ -20,4 +21,4 @@ def build_aux(ctx: AuxContext, opts: dict) -> AuxNet:
     return wiring.attach(spec.build(ctx, opts), ctx, opts)
 
 
-__all__ = ["AuxContext", "AuxNet", "StepState", "build_aux", "local_end"]
+__all__ = ["AuxContext", "AuxNet", "SampleBank", "StepState", "build_aux", "local_end", "sample_bank"]

@@ -43,12 +43,14 @@ class StepState:
     tensor) computed so far in this step, detached once their module is trained (module k's
     own stay attached); ``head``: the network's real head, which a ``global`` end calls (so
     its gradients reach it); ``index``: the batch's positions in the training set (int64, on
-    the batch's device), which the long-term bank keys its slots by (None: it is not read).
+    the batch's device), which the long-term bank keys its slots by; ``bank``: the network's
+    long-term bank (:class:`~auxsearch.aux.wiring.SampleBank`; None, or no index: not read).
     """
 
     taps: dict[int, Tensor] = field(default_factory=dict)
     head: nn.Module | None = None
     index: Tensor | None = None
+    bank: nn.Module | None = None
 
 
 class AuxNet(nn.Module, abc.ABC):

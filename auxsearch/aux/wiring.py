@@ -29,14 +29,15 @@ reads after module k (``through``):
   the real units by EMA, or trainable copies initialised from them), so the aux net is
   the rest of the network.
 
-**Long-term bank** (``bank_keep: n``, through adapters). The bank above lives for one step, and
-within one step module k runs before the modules that make the later levels, so module k's adapters
-stand in for them. With ``bank_keep`` the global end keeps, per training sample (slot = its index
-in the training set mod n, tagged with that index), the detached levels the backbone made for it
-the last time it was trained; when the sample comes back, the levels after module k's first later
-level are read from its slot (module k's adapter still makes that first one, so its feature
-reaches the head), and the adapters stand in only for samples without an entry. The slots are
-buffers (n x those levels' bytes per sample), allocated when the net is built: the peak and the
+**Long-term bank** (``bank_keep: n``, through adapters; :class:`SampleBank`). The bank above lives
+for one step, and within one step module k runs before the modules that make the later levels, so
+module k's adapters stand in for them. With ``bank_keep`` the network keeps one bank, shared by
+every global end that asks for it, of the detached levels the backbone made for each training
+sample the last time it was trained (slot = the sample's index in the training set mod n, tagged
+with that index); when the sample comes back, a global end reads from its slot the levels after
+module k's first later level (module k's adapter still makes that first one, so its feature reaches
+the head), and the adapters stand in only for samples without an entry. The slots are buffers
+(n x the kept levels' bytes per sample, once), allocated when the net is built: the peak and the
 simulator count them.
 
 **Global-local collaboration** (``global_weight: w``, GLCAN): with w < 1 the aux net keeps its
@@ -136,14 +137,10 @@ class GlobalEnd(nn.Module):
             self.adapters = None
             self.through = nn.ModuleList(copy(u) for u in later)
         self.follow_units = through == "ema"
-        # the long-term bank: per-sample slots for the levels after this end's first later level
+        # the long-term bank (the network's SampleBank): the levels after this end's first later level
         later = [i for i in self.taps if i >= resume_at]
         self.kept = later[1:] if keep and self.adapters is not None else []
         self.keep = keep if self.kept else 0
-        for i in self.kept:
-            self.register_buffer(f"kept_{i}", torch.zeros(keep, *ctx.unit_out_shapes[i]))
-        if self.kept:
-            self.register_buffer("kept_ids", torch.full((keep,), -1, dtype=torch.long))
         self.head_ema = frozen_copy(ctx.head) if end == "global_ema" else None
         self.head_copy = clone_module(ctx.head) if end == "global_copy" else None
 
@@ -154,11 +151,9 @@ class GlobalEnd(nn.Module):
         if self.adapters is not None:
             for i, adapter in self.adapters.items():
                 got[int(i)] = adapter(h)
-        if self.kept and state.index is not None:  # samples seen before: their own later levels, from the bank
-            slots = state.index % self.keep
-            seen = (self.kept_ids[slots] == state.index).view(-1, 1, 1, 1)
-            for i in self.kept:
-                got[i] = torch.where(seen, getattr(self, f"kept_{i}")[slots].to(got[i].dtype), got[i])
+        if self.kept and state.index is not None and state.bank is not None:  # samples seen before: their own
+            for i, kept in state.bank.read(state.index, self.kept).items():  # later levels, from the bank
+                got[i] = torch.where(kept[0], kept[1].to(got[i].dtype), got[i])
         for i, unit in enumerate(self.through, self.resume_at):
             h = unit(h)
             if i in self.taps:
@@ -170,22 +165,54 @@ class GlobalEnd(nn.Module):
         with frozen_statistics(state.head):  # the real head's BN statistics follow the real path only
             return state.head.loss(state.head([got[i] for i in self.taps]), image, target)
 
-    @torch.no_grad()
-    def remember(self, index: Tensor, taps: dict[int, Tensor]) -> None:
-        """Keep this step's levels (the backbone's, detached) in the samples' slots; the newest writer wins."""
-        if not self.kept:
-            return
-        slots = index % self.keep
-        for i in self.kept:
-            getattr(self, f"kept_{i}")[slots] = taps[i].detach().to(torch.float32)
-        self.kept_ids[slots] = index
-
     def after_step(self, model: nn.Module) -> None:
         if self.follow_units:
             for i, twin in enumerate(self.through, self.resume_at):
                 ema_update(twin, model.unit(i), self.momentum)
         if self.head_ema is not None:
             ema_update(self.head_ema, model.head, self.momentum)
+
+
+class SampleBank(nn.Module):
+    """The long-term bank: ``slots`` per-sample entries of some head levels (float32), tagged by sample index.
+
+    Sample ``i`` lives in slot ``i mod slots``; a later sample of the same slot overwrites it (the
+    newest writer wins). Buffers, so ``.to(device)`` moves them, the checkpoint keeps them and the
+    peak counts them from the start.
+    """
+
+    def __init__(self, slots: int, shapes: dict[int, tuple]) -> None:
+        super().__init__()
+        self.slots, self.levels = slots, sorted(shapes)
+        for i in self.levels:
+            self.register_buffer(f"level_{i}", torch.zeros(slots, *shapes[i]))
+        self.register_buffer("ids", torch.full((slots,), -1, dtype=torch.long))
+
+    def level(self, i: int) -> Tensor:
+        return getattr(self, f"level_{i}")
+
+    def read(self, index: Tensor, levels: list[int]) -> dict[int, tuple[Tensor, Tensor]]:
+        """Per level: (which samples have an entry, as a B x 1 x 1 x 1 mask; their kept maps)."""
+        slots = index % self.slots
+        seen = (self.ids[slots] == index).view(-1, 1, 1, 1)
+        return {i: (seen, self.level(i)[slots]) for i in levels}
+
+    @torch.no_grad()
+    def remember(self, index: Tensor, taps: dict[int, Tensor]) -> None:
+        """Keep this step's levels (the backbone's, detached) in the samples' slots."""
+        slots = index % self.slots
+        for i in self.levels:
+            self.level(i)[slots] = taps[i].detach().to(torch.float32)
+        self.ids[slots] = index
+
+
+def sample_bank(aux: list[AuxNet], unit_out_shapes: list[tuple]) -> SampleBank | None:
+    """The network's one long-term bank: the levels any global end keeps, at the slots they share (None: none)."""
+    ends = [a.global_end for a in aux if a.global_end is not None and a.global_end.kept]
+    if not ends:
+        return None
+    levels = sorted({i for e in ends for i in e.kept})
+    return SampleBank(ends[0].keep, {i: tuple(unit_out_shapes[i]) for i in levels})
 
 
 def attach(aux: AuxNet, ctx: AuxContext, opts: dict) -> AuxNet:

@@ -96,6 +96,11 @@ def normalize(design: Mapping) -> dict[str, Any]:
         raise ConfigError("aux", f"must list one aux net per non-final module: {len(out['splits'])} "
                           f"for {len(out['splits']) + 1} modules, got {aux!r}")
     out["aux"] = [normalize_aux(a, f"aux.{i}", out["task"]["name"]) for i, a in enumerate(aux)]
+    keeps = [(i, a["bank_keep"]) for i, a in enumerate(out["aux"]) if a.get("bank_keep")]
+    if len({n for _, n in keeps}) > 1:  # one long-term bank, shared by every global end that reads it
+        (i, n), (j, m) = keeps[0], next(k for k in keeps if k[1] != keeps[0][1])
+        raise ConfigError(f"aux.{j}.bank_keep", f"is {m}, but aux.{i}.bank_keep is {n}: the aux nets share one "
+                          "long-term bank, so every aux net that keeps samples must give the same number of slots")
     for k in ("data", "train"):
         if k in design and design[k] is not None:
             if not isinstance(design[k], Mapping):

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._pytree import tree_map
 
-from auxsearch.aux import AuxContext, AuxNet, StepState, build_aux
+from auxsearch.aux import AuxContext, AuxNet, StepState, build_aux, sample_bank
 from auxsearch.backbones import create_units
 from auxsearch.config import TrainConfig
 from auxsearch.design.graph import as_design, bounds
@@ -50,13 +50,14 @@ class LocalNetwork(nn.Module):
     """
 
     def __init__(self, design: dict, stages: list[nn.Sequential], aux: list[AuxNet],
-                 head: FinalHead, taps: list[int]) -> None:
+                 head: FinalHead, taps: list[int], bank: nn.Module | None = None) -> None:
         super().__init__()
         channels = design["input_shape"][0]
         self.design = design  # plain data, not a submodule
         self.stages = nn.ModuleList(stages)
         self.aux = nn.ModuleList(aux)
         self.head = head
+        self.bank = bank  # the long-term bank (bank_keep), shared by the global ends that read it
         self.taps = list(taps)
         self.bounds = bounds(design)
         self.register_buffer("mean", torch.zeros(1, channels, 1, 1))
@@ -74,7 +75,7 @@ class LocalNetwork(nn.Module):
     @property
     def keeps_samples(self) -> bool:
         """A global end keeps levels per training sample (``bank_keep``): training passes each batch's index."""
-        return any(a.global_end is not None and a.global_end.kept for a in self.aux)
+        return self.bank is not None
 
     def unit(self, index: int) -> nn.Module:
         """Backbone unit ``index`` (counting across stages)."""
@@ -147,7 +148,7 @@ def build(design: Any) -> LocalNetwork:
                          module_out_shapes=[outs[e - 1] for _, e in mods], taps=taps, head=head)
         aux.append(build_aux(ctx, entry))
     stages = [nn.Sequential(*units[s:e]) for s, e in mods]
-    return LocalNetwork(d, stages, aux, head, taps)
+    return LocalNetwork(d, stages, aux, head, taps, sample_bank(aux, outs))
 
 
 def local_step(model: LocalNetwork, x: Tensor, y: Any,
@@ -182,7 +183,7 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
                     here[i] = h
             if k < last:
                 aux = model.aux[k]
-                state = StepState({**taps, **here}, model.head, index)  # module k's own taps stay attached
+                state = StepState({**taps, **here}, model.head, index, model.bank)  # module k's taps stay attached
                 loss = aux(h, x, y, state)
             else:
                 raw = model.head([here[i] if i in here else taps[i] for i in model.taps])
@@ -192,10 +193,8 @@ def local_step(model: LocalNetwork, x: Tensor, y: Any,
             aux.after_step(model)
             taps.update((i, t.detach()) for i, t in here.items())
         losses.append(loss.detach())
-    if index is not None:  # the long-term bank keeps this step's levels of the batch's samples
-        for aux in model.aux:
-            if aux.global_end is not None:
-                aux.global_end.remember(index, {**taps, **here})
+    if index is not None and model.bank is not None:  # the long-term bank keeps the batch's levels
+        model.bank.remember(index, {**taps, **here})
     return tree_map(lambda t: t.detach() if isinstance(t, Tensor) else t, raw), losses
 
 
