@@ -53,16 +53,18 @@ def loader_workers(cfg: TrainConfig, device: torch.device) -> int:
 
 
 def batches(split, data: ImageData, cfg: TrainConfig, device: torch.device, batch_size: int, *,
-            shuffle: bool, seed: int | None = None):
+            shuffle: bool, seed: int | None = None, indexed: bool = False):
     """Batches of ``split``: on the device from tensors when the set is held as tensors
-    (``train.data_on_device``), else a DataLoader (worker processes, pinned memory on CUDA)."""
+    (``train.data_on_device``), else a DataLoader (worker processes, pinned memory on CUDA);
+    ``indexed``: a DataLoader whose batches are ``(index, (x, y))`` (:class:`Indexed`)."""
     gen = torch.Generator().manual_seed(seed) if seed is not None else None
     drop_last = shuffle and len(split) > batch_size
-    if cfg.data_on_device and tensor_source(split) is not None:
+    if cfg.data_on_device and tensor_source(split) is not None and not indexed:
         return DeviceBatches(split, batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen, device=device)
     workers = loader_workers(cfg, device)
-    return DataLoader(split, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen,
-                      pin_memory=device.type == "cuda", collate_fn=data.collate, num_workers=workers,
+    dataset, collate = (Indexed(split), IndexedCollate(data.collate)) if indexed else (split, data.collate)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, generator=gen,
+                      pin_memory=device.type == "cuda", collate_fn=collate, num_workers=workers,
                       persistent_workers=workers > 0)
 
 
@@ -96,18 +98,12 @@ def train_batches(data: ImageData, cfg: TrainConfig, device: torch.device, *, wi
     samples' positions in ``data.train`` beside them; refused unless the data set's training items are
     the same every epoch (``data.fixed_items``): a kept level of another crop would not be this sample's.
     """
-    if not with_index:
-        return batches(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed)
-    if not data.fixed_items:
+    if with_index and not data.fixed_items:
         raise ConfigError("aux.bank_keep", "the long-term bank keeps a sample's levels from the last time it was "
                           "trained, but this data set draws its training items anew each epoch (random crops or "
                           "augmentation), so the kept levels would be of another view; it needs fixed training "
                           "items (the embedded scenes): drop bank_keep or use such a data set")
-    gen = torch.Generator().manual_seed(cfg.seed)
-    workers = loader_workers(cfg, device)
-    return DataLoader(Indexed(data.train), batch_size=cfg.batch_size, shuffle=True,
-                      drop_last=len(data.train) > cfg.batch_size, generator=gen, pin_memory=device.type == "cuda",
-                      collate_fn=IndexedCollate(data.collate), num_workers=workers, persistent_workers=workers > 0)
+    return batches(data.train, data, cfg, device, cfg.batch_size, shuffle=True, seed=cfg.seed, indexed=with_index)
 
 
 def eval_batches(split, data: ImageData, cfg: TrainConfig, device: torch.device):
