@@ -101,6 +101,16 @@ def rows_for(local: dict) -> dict[str, dict]:
     return out
 
 
+def globally_able(aux: list[dict]) -> bool:
+    """Every aux family of a design can end globally."""
+    return all(a["family"] in global_families() for a in aux)
+
+
+def end_bases(aux: list[dict]) -> list[dict]:
+    """The aux nets a design's global ends are built on: its own as local ends, else dgl ones at its splits."""
+    return [local_entry(a) for a in aux] if globally_able(aux) else [{"family": "dgl", **CANDIDATE}] * len(aux)
+
+
 def from_study(run) -> tuple[dict, str] | None:
     """The local design a finished search chose on validation (None: no search in runs/)."""
     if not run.out_dir.is_dir():  # never create a run folder or storage here
@@ -113,10 +123,9 @@ def from_study(run) -> tuple[dict, str] | None:
     if not deep:
         return None
     rank = lambda r: (r["score"], -r["peak_memory_bytes"], not r["reference"], -r["number"])  # noqa: E731
-    able = [r for r in deep if all(a["family"] in global_families() for a in r["design"]["aux"])]
+    able = [r for r in deep if globally_able(r["design"]["aux"])]
     best = max(able or deep, key=rank)
-    aux = ([local_entry(a) for a in best["design"]["aux"]] if able else
-           [{"family": "dgl", **CANDIDATE}] * len(best["design"]["aux"]))
+    aux = end_bases(best["design"]["aux"])
     how = f"trial {best['trial']} of runs/{run.cfg.name}" + ("" if able else ", aux nets as dgl")
     return {**best["design"], "aux": aux}, how
 
@@ -135,8 +144,8 @@ def under_budget(run, budget: float) -> tuple[dict, str, list[dict] | None]:
         raise SystemExit(f"no local design of {run.cfg.name} at <= {budget}x E2E's peak")
     best = max(fits, key=lambda r: (r["score"], -r["peak_memory_bytes"], -r["number"]))
     design = best["design"]
-    able = all(a["family"] in global_families() for a in design["aux"])
-    ends = ([local_entry(a) for a in design["aux"]] if able else [{"family": "dgl", **CANDIDATE}] * len(design["aux"]))
+    able = globally_able(design["aux"])
+    ends = end_bases(design["aux"])
     how = (f"trial {best['trial']} of runs/{run.cfg.name} (best validation score at "
            f"{best['peak_memory_bytes'] / e2e[0]['peak_memory_bytes']:.2f}x E2E's recorded peak, budget {budget}x"
            + ("" if able else "; global ends on dgl aux nets at its splits") + ")")
